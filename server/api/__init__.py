@@ -1,0 +1,1 @@
+"""gRPC services: thin translations between messages and the control plane."""

@@ -1,0 +1,135 @@
+"""Immutable facts cached in memory: compiled DAG versions and run identities.
+
+A DAG version never changes once stored, and neither do a run's id, version,
+logical date and conf; so the hot paths (claim, completion) read them from
+here instead of the database. Entries load on first use, in the caller's
+transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+
+from weir import _template
+from weir.errors import NotFound
+from weir.server.store import dag_runs, dags
+from weir.spec import DagSpec, PythonCall, TaskSpec
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDag:
+    """A DAG version with its graph precomputed for scheduling."""
+
+    version_id: int
+    hash: str
+    spec: DagSpec
+    tasks: dict[str, TaskSpec]
+    upstream: dict[str, tuple[str, ...]]
+    downstream: dict[str, tuple[str, ...]]
+    leaves: tuple[str, ...]
+    #: task_id -> upstream task ids whose results its arguments use
+    refs: dict[str, frozenset[str]]
+
+
+def compile_dag(version_id: int, digest: str, spec: DagSpec) -> CompiledDag:
+    tasks = {t.task_id: t for t in spec.tasks}
+    downstream: dict[str, list[str]] = {t: [] for t in tasks}
+    for t in spec.tasks:
+        for up in t.upstream_task_ids:
+            downstream[up].append(t.task_id)
+    return CompiledDag(
+        version_id=version_id,
+        hash=digest,
+        spec=spec,
+        tasks=tasks,
+        upstream={t.task_id: tuple(t.upstream_task_ids) for t in spec.tasks},
+        downstream={k: tuple(v) for k, v in downstream.items()},
+        leaves=tuple(k for k, v in downstream.items() if not v),
+        refs={
+            t.task_id: frozenset(_template.references(t.body.arguments))
+            if isinstance(t.body, PythonCall)
+            else frozenset()
+            for t in spec.tasks
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    pk: int
+    run_id: str
+    dag_id: str
+    version_id: int
+    logical_date: datetime
+    #: DAG params overlaid with the run's conf
+    params: dict[str, Any]
+
+
+class _Lru(Generic[K, V]):
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
+class Catalog:
+    def __init__(self, *, dag_versions: int = 512, runs: int = 20_000) -> None:
+        self._dags: _Lru[int, CompiledDag] = _Lru(dag_versions)
+        self._runs: _Lru[int, RunInfo] = _Lru(runs)
+
+    def dag(self, conn: Connection, version_id: int) -> CompiledDag:
+        compiled = self._dags.get(version_id)
+        if compiled is None:
+            loaded = dags.load_version(conn, version_id)
+            if loaded is None:
+                raise NotFound(f"DAG version {version_id} does not exist")
+            compiled = compile_dag(version_id, *loaded)
+            self._dags.put(version_id, compiled)
+        return compiled
+
+    def runs(self, conn: Connection, pks: Iterable[int]) -> dict[int, RunInfo]:
+        found: dict[int, RunInfo] = {}
+        missing = []
+        for pk in set(pks):
+            info = self._runs.get(pk)
+            if info is None:
+                missing.append(pk)
+            else:
+                found[pk] = info
+        for row in dag_runs.get_many(conn, missing):
+            spec = self.dag(conn, row.version_id).spec
+            info = RunInfo(
+                pk=row.pk,
+                run_id=row.run_id,
+                dag_id=row.dag_id,
+                version_id=row.version_id,
+                logical_date=row.logical_date,
+                params={**spec.params, **row.conf},
+            )
+            self._runs.put(row.pk, info)
+            found[row.pk] = info
+        return found

@@ -1,0 +1,73 @@
+"""Claims: lease queued tasks to a worker and hand them out ready to run.
+
+The claim itself is one statement (store.task_instances.claim). Turning the
+claimed rows into assignments needs each run's params and the results the
+tasks' arguments refer to: run facts come from the catalog cache, results
+from one extra read, only when an argument uses an upstream result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection
+
+from weir import _template
+from weir.models import Assignment, PythonInvocation
+from weir.server.catalog import Catalog
+from weir.server.store import task_instances as tis
+from weir.spec import BashCommand, PythonCall
+
+
+def claim(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    *,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease: timedelta,
+) -> list[Assignment]:
+    claimed = tis.claim(conn, now, worker_id=worker_id, queues=queues, limit=limit, lease=lease)
+    if not claimed:
+        return []
+    runs = catalog.runs(conn, {c.run_pk for c in claimed})
+    wanted: set[tuple[int, str]] = set()
+    for c in claimed:
+        dag = catalog.dag(conn, runs[c.run_pk].version_id)
+        wanted.update((c.run_pk, ref) for ref in dag.refs[c.task_id])
+    results = tis.results(conn, wanted)
+
+    out = []
+    for c in claimed:
+        run = runs[c.run_pk]
+        dag = catalog.dag(conn, run.version_id)
+        task = dag.tasks[c.task_id]
+        body: PythonInvocation | BashCommand
+        if isinstance(task.body, PythonCall):
+            upstream = {ref: results.get((c.run_pk, ref)) for ref in dag.refs[c.task_id]}
+            args, kwargs = _template.resolve(task.body.arguments, upstream, run.params)
+            body = PythonInvocation(args=args, kwargs=kwargs)
+        else:
+            body = task.body
+        out.append(
+            Assignment(
+                task_instance_id=c.id,
+                attempt=c.attempt,
+                dag_id=c.dag_id,
+                task_id=c.task_id,
+                map_index=c.map_index,
+                run_id=run.run_id,
+                dag_version=dag.hash,
+                try_number=c.try_number,
+                max_tries=c.max_tries,
+                lease_expires_at=c.lease_expires_at,
+                logical_date=run.logical_date,
+                timeout=task.timeout,
+                params=run.params,
+                body=body,
+            )
+        )
+    return out

@@ -1,0 +1,321 @@
+"""The control plane: transactions plus what must happen after they commit.
+
+gRPC services are thin wrappers over this class. Each operation runs one
+store transaction on a database thread, then, on the event loop, wakes the
+long-polls that can take newly queued work, arms timers for retries and
+tells run watchers about finished runs. The transaction and its wake-ups run
+shielded from the caller's cancellation: a client hanging up mid-call never
+leaves committed work without its wake-up, nor claimed work undelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from weir.config import Settings
+from weir.models import (
+    AckStatus,
+    Assignment,
+    DagInfo,
+    DagRun,
+    LeaseStatus,
+    LogChunk,
+    OutcomeAck,
+    RegisteredDag,
+    TaskInstance,
+    TaskOutcome,
+    WorkerLimits,
+)
+from weir.server import claims, completion, leases, logs, queries, runs
+from weir.server.catalog import Catalog
+from weir.server.clock import Clock
+from weir.server.store import dags, workers
+from weir.server.store import task_instances as tis
+from weir.server.store.db import Database
+from weir.server.waker import Waker
+from weir.spec import DagSpec
+from weir.states import RunState
+
+log = logging.getLogger("weir.server")
+T = TypeVar("T")
+
+#: Longest a poll or a run wait is held by the server in one call.
+MAX_WAIT = timedelta(seconds=60)
+
+
+class RunWatch:
+    """Wakes WaitDagRun calls when a run this replica finished ends."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = {}
+
+    def subscribe(self, run_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.setdefault(run_id, set()).add(event)
+        return event
+
+    def unsubscribe(self, run_id: str, event: asyncio.Event) -> None:
+        waiting = self._events.get(run_id)
+        if waiting is not None:
+            waiting.discard(event)
+            if not waiting:
+                del self._events[run_id]
+
+    def finished(self, run_ids: Sequence[str]) -> None:
+        for run_id in run_ids:
+            for event in self._events.get(run_id, ()):
+                event.set()
+
+
+class ControlPlane:
+    def __init__(self, db: Database, clock: Clock, settings: Settings, *, version: str = "") -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.version = version
+        self.catalog = Catalog()
+        self.waker = Waker()
+        self.run_watch = RunWatch()
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    # -- plumbing --------------------------------------------------------------
+    async def _shielded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` to the end even if the caller is cancelled."""
+        task = asyncio.ensure_future(work())
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    def _after_commit(
+        self,
+        queued: Mapping[str, int],
+        retries: Sequence[tuple[str, datetime]] = (),
+        finished_runs: Sequence[tuple[str, RunState]] = (),
+    ) -> None:
+        if queued:
+            self.waker.notify(queued)
+        if retries:
+            loop = asyncio.get_running_loop()
+            now = self.clock.now()
+            for queue, at in retries:
+                handle = loop.call_later(max(0.0, (at - now).total_seconds()), self._wake_queue, queue)
+                self._timers.add(handle)
+        if finished_runs:
+            self.run_watch.finished([run_id for run_id, _ in finished_runs])
+
+    def _wake_queue(self, queue: str) -> None:
+        self._timers = {
+            h for h in self._timers if not h.cancelled() and h.when() > asyncio.get_running_loop().time()
+        }
+        self.waker.notify({queue: 1})
+
+    async def drain(self) -> None:
+        """Wait for shielded transactions still running (graceful shutdown)."""
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        for handle in self._timers:
+            handle.cancel()
+
+    # -- DAGs --------------------------------------------------------------------
+    async def register_dags(self, specs: Sequence[DagSpec]) -> list[RegisteredDag]:
+        def register_all(conn: Any, now: datetime) -> list[RegisteredDag]:
+            out = []
+            for spec in specs:
+                r = dags.register(conn, now, spec)
+                out.append(RegisteredDag(dag_id=r.dag_id, version=r.version, created=r.created))
+            return out
+
+        return await self._shielded(lambda: self.db.write(register_all, self.clock.now()))
+
+    async def list_dags(self, tags: Sequence[str]) -> list[DagInfo]:
+        return await self.db.read(dags.list_all, list(tags))
+
+    async def get_dag(self, dag_id: str) -> tuple[DagInfo, DagSpec]:
+        return await self.db.read(queries.dag_with_spec, self.catalog, dag_id)
+
+    async def set_paused(self, dag_id: str, paused: bool) -> DagInfo:
+        async def work() -> DagInfo:
+            queued = await self.db.write(runs.set_paused, self.clock.now(), self.catalog, dag_id, paused)
+            self._after_commit(queued)
+            info, _ = await self.get_dag(dag_id)
+            return info
+
+        return await self._shielded(work)
+
+    # -- runs ----------------------------------------------------------------------
+    async def trigger(
+        self, dag_id: str, *, conf: dict[str, Any], run_id: str | None, logical_date: datetime | None
+    ) -> DagRun:
+        async def work() -> DagRun:
+            triggered = await self.db.write(
+                runs.trigger,
+                self.clock.now(),
+                self.catalog,
+                dag_id=dag_id,
+                conf=conf,
+                run_id=run_id,
+                logical_date=logical_date,
+            )
+            self._after_commit(triggered.queued)
+            return await self.db.read(queries.run, triggered.run.run_id)
+
+        return await self._shielded(work)
+
+    async def get_run(self, run_id: str) -> DagRun:
+        return await self.db.read(queries.run, run_id)
+
+    async def list_runs(self, *, dag_id: str | None, states: Sequence[RunState], limit: int) -> list[DagRun]:
+        return await self.db.read(queries.list_runs, dag_id=dag_id, states=states, limit=limit)
+
+    async def wait_run(self, run_id: str, timeout: float) -> DagRun:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, MAX_WAIT.total_seconds())
+        while True:
+            event = self.run_watch.subscribe(run_id)
+            try:
+                run = await self.get_run(run_id)
+                remaining = deadline - loop.time()
+                if run.state.finished or remaining <= 0:
+                    return run
+                # Another replica may finish the run: look again now and then.
+                try:
+                    await asyncio.wait_for(event.wait(), min(remaining, 2.0))
+                except TimeoutError:
+                    pass
+            finally:
+                self.run_watch.unsubscribe(run_id, event)
+
+    async def task_instances(self, run_id: str, *, include_results: bool) -> list[TaskInstance]:
+        return await self.db.read(queries.task_instances, run_id, include_results=include_results)
+
+    async def logs(
+        self, *, run_id: str, task_id: str, map_index: int, try_number: int, after: int
+    ) -> queries.Logs:
+        return await self.db.read(
+            queries.logs,
+            run_id=run_id,
+            task_id=task_id,
+            map_index=map_index,
+            try_number=try_number,
+            after=after,
+        )
+
+    # -- workers -------------------------------------------------------------------
+    async def register_worker(
+        self,
+        *,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str],
+        concurrency: int,
+        version: str,
+    ) -> WorkerLimits:
+        await self.db.write(
+            workers.upsert,
+            self.clock.now(),
+            worker_id=worker_id,
+            hostname=hostname,
+            pid=pid,
+            queues=queues,
+            concurrency=concurrency,
+            version=version,
+        )
+        return WorkerLimits(
+            worker_id=worker_id,
+            lease=self.lease,
+            heartbeat_interval=timedelta(seconds=self.settings.heartbeat_seconds),
+            max_result_bytes=self.settings.max_result_bytes,
+            server_version=self.version,
+        )
+
+    async def poll(
+        self, *, worker_id: str, queues: Sequence[str], slots: int, wait: float
+    ) -> list[Assignment]:
+        """Claim up to `slots` tasks, holding the call up to `wait` seconds while there are none."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait, MAX_WAIT.total_seconds())
+        while True:
+            # Subscribe before claiming: work queued while the claim runs wakes us.
+            waiter = self.waker.subscribe(queues, slots)
+            try:
+                claimed = await self._claim_or_release(worker_id, queues, slots)
+                if claimed:
+                    self.waker.unsubscribe(waiter)
+                    if len(claimed) >= slots:
+                        # More may be waiting than the polls woken so far can take.
+                        self.waker.notify(dict.fromkeys(queues, 1))
+                    return claimed
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await waiter.wait(remaining):
+                    return []
+            finally:
+                self.waker.unsubscribe(waiter)
+
+    async def _claim_or_release(self, worker_id: str, queues: Sequence[str], slots: int) -> list[Assignment]:
+        claim = asyncio.ensure_future(self._claim(worker_id, queues, slots))
+        self._inflight.add(claim)
+        claim.add_done_callback(self._inflight.discard)
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # The caller hung up; whatever the claim took goes back to the queue.
+            def give_back(done: asyncio.Future[list[Assignment]]) -> None:
+                if not done.cancelled() and done.exception() is None and done.result():
+                    release = asyncio.ensure_future(self.release(done.result()))
+                    self._inflight.add(release)
+                    release.add_done_callback(self._inflight.discard)
+
+            claim.add_done_callback(give_back)
+            raise
+
+    async def _claim(self, worker_id: str, queues: Sequence[str], slots: int) -> list[Assignment]:
+        return await self.db.write(
+            claims.claim,
+            self.clock.now(),
+            self.catalog,
+            worker_id=worker_id,
+            queues=queues,
+            limit=slots,
+            lease=self.lease,
+        )
+
+    async def release(self, assignments: Sequence[Assignment]) -> None:
+        """Give claimed attempts back to the queue (a poll nobody received)."""
+        refs = [a.key for a in assignments]
+
+        async def work() -> None:
+            queued = await self.db.write(tis.release, self.clock.now(), refs)
+            self._after_commit(queued)
+
+        await self._shielded(work)
+
+    async def heartbeat(self, *, worker_id: str, running: Sequence[tuple[int, int]]) -> list[LeaseStatus]:
+        return await self._shielded(
+            lambda: self.db.write(
+                leases.heartbeat, self.clock.now(), worker_id=worker_id, running=running, lease=self.lease
+            )
+        )
+
+    async def complete(self, outcomes: Sequence[TaskOutcome]) -> list[OutcomeAck]:
+        async def work() -> list[OutcomeAck]:
+            done = await self.db.write(
+                completion.complete,
+                self.clock.now(),
+                self.catalog,
+                outcomes,
+                max_result_bytes=self.settings.max_result_bytes,
+            )
+            self._after_commit(done.queued, done.retries, done.finished_runs)
+            return done.acks
+
+        return await self._shielded(work)
+
+    async def append_logs(self, chunks: Sequence[LogChunk]) -> list[AckStatus]:
+        return await self._shielded(lambda: self.db.write(logs.append, self.clock.now(), chunks))

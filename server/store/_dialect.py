@@ -1,0 +1,20 @@
+"""The few statements whose SQL differs between SQLite and Postgres."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+
+def insert_ignoring_conflict(conn: Connection, table: Table, index_elements: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (index_elements) DO NOTHING, for this connection's backend."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"

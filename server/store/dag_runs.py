@@ -1,0 +1,222 @@
+"""DAG runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from weir.models import DagRun, DagVersion
+from weir.server.store.schema import dag_runs, dag_versions, task_instances
+from weir.states import RunState, RunType
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    pk: int
+    run_id: str
+    dag_id: str
+    version_id: int
+    state: RunState
+    run_type: RunType
+    logical_date: datetime
+    conf: dict[str, Any]
+    queued_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    data_interval_start: datetime | None
+    data_interval_end: datetime | None
+
+
+_COLUMNS = (
+    dag_runs.c.id,
+    dag_runs.c.run_id,
+    dag_runs.c.dag_id,
+    dag_runs.c.version_id,
+    dag_runs.c.state,
+    dag_runs.c.run_type,
+    dag_runs.c.logical_date,
+    dag_runs.c.conf,
+    dag_runs.c.queued_at,
+    dag_runs.c.started_at,
+    dag_runs.c.ended_at,
+    dag_runs.c.data_interval_start,
+    dag_runs.c.data_interval_end,
+)
+
+
+def _row(r: Any) -> RunRow:
+    return RunRow(
+        pk=r.id,
+        run_id=r.run_id,
+        dag_id=r.dag_id,
+        version_id=r.version_id,
+        state=RunState(r.state),
+        run_type=RunType(r.run_type),
+        logical_date=r.logical_date,
+        conf=json.loads(r.conf),
+        queued_at=r.queued_at,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        data_interval_start=r.data_interval_start,
+        data_interval_end=r.data_interval_end,
+    )
+
+
+def insert_run(
+    conn: Connection,
+    now: datetime,
+    *,
+    run_id: str,
+    dag_id: str,
+    version_id: int,
+    run_type: RunType,
+    logical_date: datetime,
+    conf: dict[str, Any],
+) -> int:
+    """Insert a queued run; raises IntegrityError when run_id is taken."""
+    return int(
+        conn.execute(
+            insert(dag_runs)
+            .values(
+                run_id=run_id,
+                dag_id=dag_id,
+                version_id=version_id,
+                state=RunState.QUEUED,
+                run_type=run_type,
+                logical_date=logical_date,
+                conf=json.dumps(conf),
+                queued_at=now,
+            )
+            .returning(dag_runs.c.id)
+        ).scalar_one()
+    )
+
+
+def run_id_taken(conn: Connection, run_id: str) -> bool:
+    return conn.execute(select(dag_runs.c.id).where(dag_runs.c.run_id == run_id)).first() is not None
+
+
+def count_running(conn: Connection, dag_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(dag_runs)
+            .where(dag_runs.c.dag_id == dag_id, dag_runs.c.state == RunState.RUNNING)
+        ).scalar_one()
+    )
+
+
+def queued_runs(conn: Connection, dag_id: str, limit: int) -> list[RunRow]:
+    """The oldest queued runs of a DAG, first to start."""
+    rows = conn.execute(
+        select(*_COLUMNS)
+        .where(dag_runs.c.dag_id == dag_id, dag_runs.c.state == RunState.QUEUED)
+        .order_by(dag_runs.c.queued_at, dag_runs.c.id)
+        .limit(limit)
+    )
+    return [_row(r) for r in rows]
+
+
+def mark_running(conn: Connection, now: datetime, pk: int) -> bool:
+    result = conn.execute(
+        update(dag_runs)
+        .where(dag_runs.c.id == pk, dag_runs.c.state == RunState.QUEUED)
+        .values(state=RunState.RUNNING, started_at=now)
+    )
+    return result.rowcount == 1
+
+
+def finish(conn: Connection, now: datetime, pk: int, state: RunState) -> bool:
+    """Move a running run to success or failed; False when it was not running."""
+    result = conn.execute(
+        update(dag_runs)
+        .where(dag_runs.c.id == pk, dag_runs.c.state == RunState.RUNNING)
+        .values(state=state, ended_at=now)
+    )
+    return result.rowcount == 1
+
+
+def lock(conn: Connection, pks: Iterable[int]) -> dict[int, RunRow]:
+    """Lock runs (ascending id, so concurrent callers never deadlock) and return them.
+
+    Completions of one run are serialised by this lock, so two tasks finishing
+    at once cannot both miss that their common downstream is ready, nor both
+    miss that the run is complete.
+    """
+    ids = sorted(set(pks))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(*_COLUMNS).where(dag_runs.c.id.in_(ids)).order_by(dag_runs.c.id).with_for_update()
+    )
+    return {r.id: _row(r) for r in rows}
+
+
+def lock_for_tasks(conn: Connection, ti_ids: Iterable[int]) -> dict[int, RunRow]:
+    """Lock the runs owning these task instances (same order and purpose as `lock`)."""
+    ids = list(set(ti_ids))
+    if not ids:
+        return {}
+    owners = select(task_instances.c.run_pk).where(task_instances.c.id.in_(ids)).scalar_subquery()
+    rows = conn.execute(
+        select(*_COLUMNS).where(dag_runs.c.id.in_(owners)).order_by(dag_runs.c.id).with_for_update()
+    )
+    return {r.id: _row(r) for r in rows}
+
+
+def get(conn: Connection, run_id: str) -> RunRow | None:
+    row = conn.execute(select(*_COLUMNS).where(dag_runs.c.run_id == run_id)).first()
+    return None if row is None else _row(row)
+
+
+def get_many(conn: Connection, pks: Iterable[int]) -> list[RunRow]:
+    ids = list(set(pks))
+    if not ids:
+        return []
+    return [_row(r) for r in conn.execute(select(*_COLUMNS).where(dag_runs.c.id.in_(ids)))]
+
+
+def list_runs(
+    conn: Connection, *, dag_id: str | None, states: Sequence[RunState], limit: int
+) -> list[RunRow]:
+    query = select(*_COLUMNS).order_by(dag_runs.c.queued_at.desc(), dag_runs.c.id.desc()).limit(limit)
+    if dag_id:
+        query = query.where(dag_runs.c.dag_id == dag_id)
+    if states:
+        query = query.where(dag_runs.c.state.in_([s.value for s in states]))
+    return [_row(r) for r in conn.execute(query)]
+
+
+def versions(conn: Connection, version_ids: Iterable[int]) -> dict[int, DagVersion]:
+    ids = list(set(version_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(dag_versions.c.id, dag_versions.c.version_hash, dag_versions.c.created_at).where(
+            dag_versions.c.id.in_(ids)
+        )
+    )
+    return {r.id: DagVersion(id=r.id, hash=r.version_hash, created_at=r.created_at) for r in rows}
+
+
+def to_model(run: RunRow, version: DagVersion | None) -> DagRun:
+    return DagRun(
+        run_id=run.run_id,
+        dag_id=run.dag_id,
+        state=run.state,
+        run_type=run.run_type,
+        version=version,
+        logical_date=run.logical_date,
+        conf=run.conf,
+        queued_at=run.queued_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        data_interval_start=run.data_interval_start,
+        data_interval_end=run.data_interval_end,
+    )

@@ -1,0 +1,189 @@
+"""DAGs and their versions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from weir.models import DagInfo, DagVersion
+from weir.server.store._dialect import insert_ignoring_conflict
+from weir.server.store.schema import dag_versions, dags
+from weir.spec import DagSpec, Schedule
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    dag_id: str
+    version: DagVersion
+    created: bool
+
+
+def register(conn: Connection, now: datetime, spec: DagSpec) -> Registered:
+    """Store `spec` as the DAG's latest version unless an equal version exists.
+
+    Re-registering an older spec makes it the latest again without a new row.
+    """
+    digest = spec.content_hash()
+    conn.execute(
+        insert_ignoring_conflict(conn, dags, ["dag_id"]).values(
+            dag_id=spec.dag_id, is_paused=False, created_at=now, updated_at=now
+        )
+    )
+    inserted = conn.execute(
+        insert_ignoring_conflict(conn, dag_versions, ["dag_id", "version_hash"])
+        .values(dag_id=spec.dag_id, version_hash=digest, spec=spec.canonical_json(), created_at=now)
+        .returning(dag_versions.c.id)
+    ).first()
+    created = inserted is not None
+    if inserted is not None:
+        version_id, created_at = inserted.id, now
+    else:
+        row = conn.execute(
+            select(dag_versions.c.id, dag_versions.c.created_at).where(
+                dag_versions.c.dag_id == spec.dag_id, dag_versions.c.version_hash == digest
+            )
+        ).one()
+        version_id, created_at = row.id, row.created_at
+    conn.execute(
+        update(dags)
+        .where(dags.c.dag_id == spec.dag_id)
+        .values(
+            latest_version_id=version_id,
+            description=spec.description,
+            tags=json.dumps(list(spec.tags)),
+            schedule=_schedule_json(spec.schedule),
+            fileloc=spec.fileloc,
+            task_count=len(spec.tasks),
+            updated_at=now,
+        )
+    )
+    return Registered(spec.dag_id, DagVersion(id=version_id, hash=digest, created_at=created_at), created)
+
+
+def _schedule_json(s: Schedule | None) -> str | None:
+    if s is None:
+        return None
+    return json.dumps(
+        {
+            "cron": s.cron,
+            "every": None if s.every is None else s.every.total_seconds(),
+            "timezone": s.timezone,
+        }
+    )
+
+
+def _schedule(text: str | None) -> Schedule | None:
+    if not text:
+        return None
+    from datetime import timedelta
+
+    d = json.loads(text)
+    return Schedule(
+        cron=d.get("cron"),
+        every=None if d.get("every") is None else timedelta(seconds=d["every"]),
+        timezone=d.get("timezone") or "UTC",
+    )
+
+
+_INFO_COLUMNS = (
+    dags.c.dag_id,
+    dags.c.is_paused,
+    dags.c.description,
+    dags.c.tags,
+    dags.c.schedule,
+    dags.c.fileloc,
+    dags.c.task_count,
+    dag_versions.c.id.label("version_id"),
+    dag_versions.c.version_hash,
+    dag_versions.c.created_at.label("version_created_at"),
+)
+
+
+def _info(row: Any) -> DagInfo:
+    m = row._mapping
+    version = (
+        None
+        if m["version_id"] is None
+        else DagVersion(id=m["version_id"], hash=m["version_hash"], created_at=m["version_created_at"])
+    )
+    return DagInfo(
+        dag_id=m["dag_id"],
+        is_paused=bool(m["is_paused"]),
+        description=m["description"],
+        tags=tuple(json.loads(m["tags"])),
+        schedule=_schedule(m["schedule"]),
+        latest_version=version,
+        task_count=m["task_count"],
+        fileloc=m["fileloc"],
+    )
+
+
+def _joined() -> object:
+    return dags.outerjoin(dag_versions, dag_versions.c.id == dags.c.latest_version_id)
+
+
+def list_all(conn: Connection, tags: list[str] | None = None) -> list[DagInfo]:
+    rows = conn.execute(select(*_INFO_COLUMNS).select_from(_joined()).order_by(dags.c.dag_id))  # type: ignore[arg-type]
+    infos = [_info(r) for r in rows]
+    if tags:
+        wanted = set(tags)
+        infos = [i for i in infos if wanted <= set(i.tags)]
+    return infos
+
+
+def get(conn: Connection, dag_id: str) -> DagInfo | None:
+    row = conn.execute(
+        select(*_INFO_COLUMNS).select_from(_joined()).where(dags.c.dag_id == dag_id)  # type: ignore[arg-type]
+    ).first()
+    return None if row is None else _info(row)
+
+
+@dataclass(frozen=True, slots=True)
+class DagForRun:
+    dag_id: str
+    is_paused: bool
+    version_id: int
+
+
+def lock_for_runs(conn: Connection, dag_id: str) -> DagForRun | None:
+    """Lock the DAG row: run starts of one DAG are serialised (max_active_runs)."""
+    row = conn.execute(
+        select(dags.c.dag_id, dags.c.is_paused, dags.c.latest_version_id)
+        .where(dags.c.dag_id == dag_id)
+        .with_for_update()
+    ).first()
+    if row is None or row.latest_version_id is None:
+        return None
+    return DagForRun(row.dag_id, bool(row.is_paused), row.latest_version_id)
+
+
+def set_paused(conn: Connection, now: datetime, dag_id: str, paused: bool) -> bool:
+    """Returns False when the DAG does not exist."""
+    result = conn.execute(
+        update(dags).where(dags.c.dag_id == dag_id).values(is_paused=paused, updated_at=now)
+    )
+    return result.rowcount > 0
+
+
+def load_version(conn: Connection, version_id: int) -> tuple[str, DagSpec] | None:
+    """(hash, spec) of one version."""
+    row = conn.execute(
+        select(dag_versions.c.version_hash, dag_versions.c.spec).where(dag_versions.c.id == version_id)
+    ).first()
+    if row is None:
+        return None
+    return row.version_hash, DagSpec.from_dict(json.loads(row.spec))
+
+
+def version_info(conn: Connection, version_id: int) -> DagVersion | None:
+    row = conn.execute(
+        select(dag_versions.c.id, dag_versions.c.version_hash, dag_versions.c.created_at).where(
+            dag_versions.c.id == version_id
+        )
+    ).first()
+    return None if row is None else DagVersion(id=row.id, hash=row.version_hash, created_at=row.created_at)

@@ -1,0 +1,114 @@
+"""Engines, transactions, and the thread that runs them.
+
+The gRPC services run on asyncio; SQL runs in a small pool of threads so the
+event loop never blocks on the database. Each call is one whole transaction
+(`Database.write` / `Database.read`), so a store function can never forget
+to commit or leave a transaction open across an `await`.
+
+SQLite gets exactly one thread and `BEGIN IMMEDIATE` for writes: a single
+writer, in WAL mode so readers in other processes are never blocked.
+Postgres gets `db_pool_size` threads and connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_WRITE = "weir_write"
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs (psycopg2 is not a dependency)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, pool_size: int = 6) -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    return create_engine(url, pool_size=pool_size, max_overflow=2, pool_recycle=3600)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start
+        # (pysqlite's own transaction handling is not usable here).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the lock up front, so it never fails half-way
+        # through upgrading a read lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+class Database:
+    """Runs store functions in transactions on dedicated threads."""
+
+    def __init__(self, url: str, *, pool_size: int = 6) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        threads = 1 if self.is_sqlite else pool_size
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="weir-db")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    # -- synchronous (CLI, tests, migrations) ----------------------------------
+    def write_sync(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+            return fn(conn, *args, **kwargs)
+
+    def read_sync(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.engine.connect() as conn, conn.begin():
+            return fn(conn, *args, **kwargs)
+
+    # -- from the event loop -------------------------------------------------------
+    async def write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn(conn, ...)` in one write transaction, off the event loop."""
+        return await self._submit(self.write_sync, fn, *args, **kwargs)
+
+    async def read(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(conn, ...)` in one read-only transaction, off the event loop."""
+        return await self._submit(self.read_sync, fn, *args, **kwargs)
+
+    async def _submit(self, runner: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, lambda: ctx.run(runner, *args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,148 @@
+"""The worker's gRPC link to the server, with retries while the server is away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import grpc
+
+from weir import _convert as cv
+from weir.client import CHANNEL_OPTIONS, auth_metadata
+from weir.errors import from_rpc_error
+from weir.models import (
+    AckStatus,
+    Assignment,
+    LeaseStatus,
+    LogChunk,
+    OutcomeAck,
+    RegisteredDag,
+    TaskOutcome,
+    WorkerLimits,
+)
+from weir.spec import DagSpec
+from weir.v1 import control_pb2 as cpb
+from weir.v1 import control_pb2_grpc as cgrpc
+from weir.v1 import worker_pb2 as wpb
+from weir.v1 import worker_pb2_grpc as wgrpc
+
+log = logging.getLogger("weir.worker")
+
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+CALL_TIMEOUT = 30.0
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.attempt = first, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Connection:
+    def __init__(self, address: str, *, worker_id: str, token: str | None = None) -> None:
+        self.address = address
+        self.worker_id = worker_id
+        self._metadata = auth_metadata(token)
+        keepalive = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+        self._channel = grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, *keepalive])
+        self._worker = wgrpc.WorkerServiceStub(self._channel)
+        self._control = cgrpc.ControlServiceStub(self._channel)
+        self.closing = False
+
+    async def _call(
+        self, method: Any, request: Any, *, timeout: float = CALL_TIMEOUT, retry: bool = True
+    ) -> Any:
+        backoff = Backoff()
+        while True:
+            try:
+                return await method(request, timeout=timeout, metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                if not retry or exc.code() not in RETRYABLE or self.closing:
+                    raise from_rpc_error(exc) from None
+                delay = backoff.next()
+                if backoff.attempt in (1, 5) or backoff.attempt % 20 == 0:
+                    log.warning("server %s unreachable (%s); retrying", self.address, exc.details())
+                await asyncio.sleep(delay)
+
+    async def register(
+        self,
+        *,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str],
+        concurrency: int,
+        version: str,
+        dag_ids: Sequence[str],
+    ) -> WorkerLimits:
+        request = wpb.RegisterWorkerRequest(
+            worker_id=self.worker_id,
+            hostname=hostname,
+            pid=pid,
+            queues=list(queues),
+            concurrency=concurrency,
+            version=version,
+            dag_ids=list(dag_ids),
+        )
+        return cv.limits_from_proto(await self._call(self._worker.RegisterWorker, request))
+
+    async def register_dags(self, specs: Sequence[DagSpec]) -> list[RegisteredDag]:
+        request = cpb.RegisterDagsRequest(dags=[cv.dag_spec_to_proto(s) for s in specs])
+        response = await self._call(self._control.RegisterDags, request)
+        return [cv.registered_from_proto(r) for r in response.dags]
+
+    async def poll(self, *, queues: Sequence[str], free_slots: int, wait: float) -> list[Assignment]:
+        request = wpb.PollTasksRequest(
+            worker_id=self.worker_id,
+            queues=list(queues),
+            free_slots=free_slots,
+            wait=cv.dur(timedelta(seconds=wait)),
+        )
+        response = await self._call(self._worker.PollTasks, request, timeout=wait + CALL_TIMEOUT, retry=False)
+        return [cv.assignment_from_proto(t) for t in response.tasks]
+
+    async def heartbeat(self, running: Sequence[tuple[int, int]]) -> list[LeaseStatus]:
+        request = wpb.HeartbeatRequest(
+            worker_id=self.worker_id,
+            running=[wpb.AttemptRef(task_instance_id=i, attempt=a) for i, a in running],
+        )
+        response = await self._call(self._worker.Heartbeat, request, retry=False)
+        return [cv.lease_from_proto(ls) for ls in response.leases]
+
+    async def complete(self, outcomes: Sequence[TaskOutcome]) -> list[OutcomeAck]:
+        request = wpb.CompleteTasksRequest(
+            worker_id=self.worker_id, outcomes=[cv.outcome_to_proto(o) for o in outcomes]
+        )
+        response = await self._call(self._worker.CompleteTasks, request)
+        return [cv.ack_from_proto(a) for a in response.acks]
+
+    async def append_logs(self, chunks: Sequence[LogChunk]) -> list[AckStatus]:
+        request = wpb.AppendLogsRequest(
+            worker_id=self.worker_id,
+            chunks=[
+                wpb.LogChunk(task_instance_id=c.task_instance_id, attempt=c.attempt, data=c.data)
+                for c in chunks
+            ],
+        )
+        response = await self._call(self._worker.AppendLogs, request)
+        return [cv.ack_status_from_proto(s) for s in response.statuses]
+
+    async def close(self) -> None:
+        self.closing = True
+        await self._channel.close()

@@ -1,0 +1,295 @@
+"""Runner processes: one child per slot, reused across tasks.
+
+Each child (weir.worker.child) runs in its own session, so the whole process
+tree of a task (bash and everything it starts) can be killed at once on a
+timeout or a cancellation. A child that dies is replaced; the task it was
+running fails with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weir.models import Assignment, Outcome, PythonInvocation, TaskError
+
+log = logging.getLogger("weir.worker")
+
+LogSink = Callable[[bytes], None]
+
+#: How long a new runner may take to import the DAG folder.
+START_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    outcome: Outcome
+    result_json: bytes = b""
+    error: TaskError | None = None
+
+
+class RunnerDied(Exception):
+    pass
+
+
+class Runner:
+    """One child process and its two pipes (replies and log)."""
+
+    def __init__(self, dags_folder: Path, index: int) -> None:
+        self.dags_folder = dags_folder
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log_fd = -1
+        self._sink: LogSink | None = None
+        self.current: Assignment | None = None
+        self.kill_reason: TaskError | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> dict[str, Any]:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "weir.worker.child",
+                "--dags",
+                str(self.dags_folder),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=write_fd,
+                start_new_session=True,
+                limit=64 * 1024 * 1024,  # a reply carries a result of up to the result cap
+            )
+        finally:
+            os.close(write_fd)
+        self._log_fd = read_fd
+        asyncio.get_running_loop().add_reader(read_fd, self._drain_log)
+        ready = await asyncio.wait_for(self._reply(), START_TIMEOUT)
+        if ready.get("type") != "ready":
+            raise RunnerDied(f"runner {self.index} did not start: {ready}")
+        return ready
+
+    def _drain_log(self) -> None:
+        """Read everything the log pipe holds now and pass it on."""
+        while True:
+            try:
+                data = os.read(self._log_fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_log()
+                return
+            if self._sink is not None:
+                self._sink(data)
+            else:
+                log.debug("runner %d: %s", self.index, data.decode(errors="replace").rstrip())
+
+    def _close_log(self) -> None:
+        if self._log_fd >= 0:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._log_fd)
+            os.close(self._log_fd)
+            self._log_fd = -1
+
+    async def _reply(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            code = await self.proc.wait()
+            raise RunnerDied(_exit_reason(code))
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def run(self, a: Assignment, sink: LogSink, max_result_bytes: int) -> RunResult:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.current, self._sink, self.kill_reason = a, sink, None
+        request: dict[str, Any] = {
+            "type": "run",
+            "id": a.task_instance_id,
+            "attempt": a.attempt,
+            "dag_id": a.dag_id,
+            "task_id": a.task_id,
+            "context": {
+                "run_id": a.run_id,
+                "try_number": a.try_number,
+                "max_tries": a.max_tries,
+                "map_index": a.map_index,
+                "logical_date": a.logical_date.isoformat() if a.logical_date else None,
+                "params": a.params,
+            },
+        }
+        if isinstance(a.body, PythonInvocation):
+            request.update(kind="python", args=a.body.args, kwargs=a.body.kwargs)
+        else:
+            request.update(kind="bash", command=a.body.command, env=dict(a.body.env), cwd=a.body.cwd)
+        try:
+            self.proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            await self.proc.stdin.drain()
+            timeout = a.timeout.total_seconds() if a.timeout else None
+            try:
+                reply = await asyncio.wait_for(self._reply(), timeout)
+            except TimeoutError:
+                assert a.timeout is not None
+                self.kill(TaskError("Timeout", f"the task ran longer than its timeout ({a.timeout})"))
+                reply = await self._reply()  # raises RunnerDied once the process is gone
+        except (RunnerDied, ConnectionError, BrokenPipeError) as exc:
+            self._drain_log()
+            error = self.kill_reason or TaskError(
+                "RunnerDied", f"the process running the task died ({exc}); see the log for its last output"
+            )
+            return RunResult(Outcome.FAILED, error=error)
+        finally:
+            if self._log_fd >= 0:
+                self._drain_log()  # output written before the reply is already in the pipe
+            self.current, self._sink = None, None
+        if reply["outcome"] == "success":
+            data = reply["result"].encode()
+            if len(data) > max_result_bytes:
+                return RunResult(
+                    Outcome.FAILED,
+                    error=TaskError(
+                        "ResultTooLarge",
+                        f"the result is {len(data):,} bytes of JSON; the limit is {max_result_bytes:,} "
+                        "(WEIR_MAX_RESULT_BYTES): store large data elsewhere and return a reference",
+                    ),
+                )
+            return RunResult(Outcome.SUCCESS, result_json=data)
+        if reply["outcome"] == "skipped":
+            return RunResult(Outcome.SKIPPED)
+        e = reply.get("error") or {}
+        return RunResult(
+            Outcome.FAILED,
+            error=TaskError(e.get("type", "Error"), e.get("message", ""), e.get("traceback", "")),
+        )
+
+    def kill(self, reason: TaskError) -> None:
+        """Kill the child and everything it started; the task fails with `reason`."""
+        self.kill_reason = reason
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+        if self._log_fd >= 0:
+            self._close_log()
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with status {code}"
+
+
+class RunnerPool:
+    """`size` runners. The poll loop takes idle ones (`take`) for the tasks it
+    claimed, so it never claims more than it can start at once; `run` gives a
+    runner back afterwards, or replaces it if it died."""
+
+    def __init__(self, size: int, dags_folder: Path) -> None:
+        self.size = size
+        self.dags_folder = dags_folder
+        self._idle: asyncio.Queue[Runner] = asyncio.Queue()
+        self._all: set[Runner] = set()
+        self._next_index = 0
+        self.ready_info: dict[str, Any] = {}
+        self._freed = asyncio.Event()
+        self._replacing: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        runners = [self._new() for _ in range(self.size)]
+        infos = await asyncio.gather(*(r.start() for r in runners))
+        self.ready_info = infos[0] if infos else {}
+        for r in runners:
+            self._give_back(r)
+
+    def _new(self) -> Runner:
+        runner = Runner(self.dags_folder, self._next_index)
+        self._next_index += 1
+        self._all.add(runner)
+        return runner
+
+    @property
+    def free(self) -> int:
+        """Idle runners."""
+        return self._idle.qsize()
+
+    async def wait_free(self) -> int:
+        """Wait until at least one runner is idle; returns how many are."""
+        while self._idle.empty():
+            self._freed.clear()
+            await self._freed.wait()
+        return self._idle.qsize()
+
+    def take(self) -> Runner:
+        """Borrow an idle runner (call only when `free` says one is there)."""
+        return self._idle.get_nowait()
+
+    async def run(self, runner: Runner, a: Assignment, sink: LogSink, max_result_bytes: int) -> RunResult:
+        try:
+            return await runner.run(a, sink, max_result_bytes)
+        finally:
+            if runner.alive:
+                self._give_back(runner)
+            else:
+                await runner.stop()
+                self._all.discard(runner)
+                self._replacing.add(asyncio.ensure_future(self._replace()))
+
+    def _give_back(self, runner: Runner) -> None:
+        self._idle.put_nowait(runner)
+        self._freed.set()
+
+    async def _replace(self) -> None:
+        runner = self._new()
+        delay = 0.5
+        while True:
+            try:
+                await runner.start()
+                break
+            except Exception as exc:
+                log.error("could not start a task runner: %s (retrying in %.0fs)", exc, delay)
+                await runner.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        self._give_back(runner)
+
+    def running(self) -> dict[tuple[int, int], Runner]:
+        return {r.current.key: r for r in self._all if r.current is not None}
+
+    def kill(self, key: tuple[int, int], reason: TaskError) -> bool:
+        runner = self.running().get(key)
+        if runner is None:
+            return False
+        runner.kill(reason)
+        return True
+
+    async def close(self) -> None:
+        for pending in self._replacing:
+            pending.cancel()
+        await asyncio.gather(*(r.stop() for r in list(self._all)), return_exceptions=True)
+        self._all.clear()

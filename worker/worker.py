@@ -1,0 +1,331 @@
+"""`weir worker`: claim tasks, run them in runner processes, report back.
+
+Four loops share one event loop:
+- poll: wait for an idle runner, long-poll the server for at most that many
+  tasks, start each on a runner (capacity is acquired before claiming);
+- report: send captured logs and outcomes in batches, in order (a task's
+  logs always reach the server before its outcome);
+- flush logs: once a second, move running tasks' new output to the outbox;
+- heartbeat: renew every lease held, and stop attempts the server says are
+  no longer ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from weir import __version__
+from weir._loader import load_folder
+from weir.errors import Unavailable, WeirError
+from weir.models import (
+    AckStatus,
+    Assignment,
+    Directive,
+    LogChunk,
+    Outcome,
+    TaskError,
+    TaskOutcome,
+    WorkerLimits,
+)
+from weir.worker.connection import Backoff, Connection
+from weir.worker.runner import Runner, RunnerPool, RunResult
+
+log = logging.getLogger("weir.worker")
+
+Key = tuple[int, int]
+T = TypeVar("T")
+
+#: Flush a running task's log once this much output is buffered.
+LOG_FLUSH_BYTES = 256 * 1024
+LOG_FLUSH_SECONDS = 1.0
+REPORT_BATCH = 500
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    server: str
+    dags_folder: Path
+    queues: Sequence[str] = ("default",)
+    concurrency: int = 8
+    poll_wait: float = 20.0
+    token: str | None = None
+    worker_id: str = field(default_factory=default_worker_id)
+    #: On shutdown, how long running tasks may take to finish.
+    shutdown_grace: float = 60.0
+
+
+class Outbox:
+    """Logs and outcomes waiting to be sent, in the order they happened."""
+
+    def __init__(self) -> None:
+        self.logs: list[LogChunk] = []
+        self.outcomes: list[TaskOutcome] = []
+        self.ready = asyncio.Event()
+        #: Set when everything added has been sent (or given up on).
+        self.sent = asyncio.Event()
+        self.sent.set()
+
+    def add_log(self, chunk: LogChunk) -> None:
+        self.logs.append(chunk)
+        self.ready.set()
+        self.sent.clear()
+
+    def add_outcome(self, outcome: TaskOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.ready.set()
+        self.sent.clear()
+
+    def take(self) -> tuple[list[LogChunk], list[TaskOutcome]]:
+        logs, self.logs = self.logs, []
+        outcomes, self.outcomes = self.outcomes[:REPORT_BATCH], self.outcomes[REPORT_BATCH:]
+        if not self.outcomes:
+            self.ready.clear()
+        return logs, outcomes
+
+    def __len__(self) -> int:
+        return len(self.logs) + len(self.outcomes)
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.conn = Connection(options.server, worker_id=options.worker_id, token=options.token)
+        self.pool = RunnerPool(options.concurrency, options.dags_folder)
+        self.outbox = Outbox()
+        #: Attempts claimed and not yet acknowledged by the server.
+        self.held: dict[Key, Assignment] = {}
+        #: Attempts the server told us to stop: their outcome is not reported.
+        self.abandoned: set[Key] = set()
+        self._log_buffers: dict[Key, bytearray] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.limits: WorkerLimits | None = None
+        self.started = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        opts = self.options
+        bag = await asyncio.to_thread(load_folder, opts.dags_folder)
+        for path, error in bag.errors.items():
+            log.error("could not load %s:\n%s", path, error)
+        if not bag.dags:
+            log.warning("no DAGs found in %s", opts.dags_folder)
+        self.limits = await self._until(
+            stop,
+            self.conn.register(
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                queues=opts.queues,
+                concurrency=opts.concurrency,
+                version=__version__,
+                dag_ids=sorted(bag.dags),
+            ),
+        )
+        if self.limits is None:
+            return
+        if bag.dags:
+            registered = await self._until(
+                stop, self.conn.register_dags([d.to_spec() for d in bag.dags.values()])
+            )
+            for r in registered or []:
+                log.info("DAG %s: version %s%s", r.dag_id, r.version.hash[:12], " (new)" if r.created else "")
+        await self.pool.start()
+        log.info(
+            "worker %s: %d slots on queues %s, server %s",
+            opts.worker_id,
+            opts.concurrency,
+            ",".join(opts.queues),
+            opts.server,
+        )
+        background = [
+            asyncio.create_task(self._report_loop(), name="report"),
+            asyncio.create_task(self._flush_logs_loop(), name="flush-logs"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        poller = asyncio.create_task(self._poll_loop(stop), name="poll")
+        self.started.set()
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(poller, background)
+
+    async def _until(self, stop: asyncio.Event, work: Awaitable[T]) -> T | None:
+        """Await `work` unless `stop` is set first (then None)."""
+        task = asyncio.ensure_future(work)
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        return None
+
+    async def _shutdown(self, poller: asyncio.Task[None], background: list[asyncio.Task[None]]) -> None:
+        log.info(
+            "stopping: no new tasks; waiting up to %.0fs for %d running",
+            self.options.shutdown_grace,
+            len(self._tasks),
+        )
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self.options.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            for key, runner in self.pool.running().items():
+                runner.kill(TaskError("WorkerShutdown", "the worker stopped before the task finished"))
+                log.warning("killed %s: shutdown grace period over", key)
+            await asyncio.gather(*pending, return_exceptions=True)
+        # Let the reporter send what is left (it retries while the server is away).
+        try:
+            await asyncio.wait_for(self.outbox.sent.wait(), 10)
+        except TimeoutError:
+            log.error("gave up reporting %d outcomes: the server is unreachable", len(self.outbox.outcomes))
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self.pool.close()
+        await self.conn.close()
+
+    # -- poll ------------------------------------------------------------------------
+    async def _poll_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(first=0.2, cap=5.0)
+        while not stop.is_set():
+            free = await self.pool.wait_free()
+            try:
+                assignments = await self.conn.poll(
+                    queues=self.options.queues, free_slots=free, wait=self.options.poll_wait
+                )
+            except Unavailable as exc:
+                log.warning("poll failed: %s", exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            except WeirError as exc:
+                log.error("poll refused: %s", exc)
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            for a in assignments:
+                runner = self.pool.take()
+                self.held[a.key] = a
+                task = asyncio.create_task(self._execute(a, runner), name=f"task-{a.task_instance_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, a: Assignment, runner: Runner) -> None:
+        label = f"{a.dag_id}.{a.task_id} (run {a.run_id}, try {a.try_number}/{a.max_tries})"
+        log.info("start %s", label)
+        started = time.monotonic()
+        buffer = self._log_buffers.setdefault(a.key, bytearray())
+
+        def sink(data: bytes) -> None:
+            buffer.extend(data)
+            if len(buffer) >= LOG_FLUSH_BYTES:
+                self._flush_log(a.key)
+
+        assert self.limits is not None
+        try:
+            result = await self.pool.run(runner, a, sink, self.limits.max_result_bytes)
+        except Exception as exc:  # a bug here must not lose the task's outcome
+            log.exception("running %s failed", label)
+            result = RunResult(Outcome.FAILED, error=TaskError("WorkerError", f"{type(exc).__name__}: {exc}"))
+        tail = bytes(self._log_buffers.pop(a.key, b""))
+        elapsed = time.monotonic() - started
+        if a.key in self.abandoned:
+            log.warning(
+                "dropped %s after %.3fs: the server no longer considers this attempt current", label, elapsed
+            )
+            self.abandoned.discard(a.key)
+            self.held.pop(a.key, None)
+            return
+        detail = f": {result.error}" if result.error else ""
+        log.info("%s %s in %.3fs%s", result.outcome.value, label, elapsed, detail)
+        self.outbox.add_outcome(
+            TaskOutcome(
+                task_instance_id=a.task_instance_id,
+                attempt=a.attempt,
+                outcome=result.outcome,
+                result_json=result.result_json,
+                error=result.error,
+                log_tail=tail,
+            )
+        )
+
+    # -- report ------------------------------------------------------------------
+    async def _report_loop(self) -> None:
+        while True:
+            await self.outbox.ready.wait()
+            logs, outcomes = self.outbox.take()
+            try:
+                if logs:
+                    await self.conn.append_logs(logs)
+                if outcomes:
+                    acks = await self.conn.complete(outcomes)
+                    for ack in acks:
+                        self.held.pop((ack.task_instance_id, ack.attempt), None)
+                        if ack.status is AckStatus.STALE:
+                            log.warning(
+                                "server refused the outcome of task instance %d attempt %d: %s",
+                                ack.task_instance_id,
+                                ack.attempt,
+                                ack.message,
+                            )
+            except WeirError as exc:
+                log.error("could not report %d outcomes: %s", len(outcomes), exc)
+                for o in outcomes:
+                    self.held.pop((o.task_instance_id, o.attempt), None)
+            finally:
+                if not len(self.outbox):
+                    self.outbox.sent.set()
+
+    def _flush_log(self, key: Key) -> None:
+        buffer = self._log_buffers.get(key)
+        if buffer:
+            self.outbox.add_log(LogChunk(key[0], key[1], bytes(buffer)))
+            buffer.clear()
+
+    async def _flush_logs_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            for key in list(self._log_buffers):
+                self._flush_log(key)
+
+    # -- heartbeat ----------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        assert self.limits is not None
+        interval = self.limits.heartbeat_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            if not self.held:
+                continue
+            try:
+                statuses = await self.conn.heartbeat(list(self.held))
+            except WeirError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for status in statuses:
+                if status.directive is Directive.CONTINUE:
+                    continue
+                key = (status.task_instance_id, status.attempt)
+                reason = (
+                    "the task was cancelled"
+                    if status.directive is Directive.STOP_CANCELLED
+                    else "the lease on this attempt was lost"
+                )
+                if self.pool.kill(key, TaskError("Stopped", reason)):
+                    self.abandoned.add(key)
+                    log.warning("stopping task instance %d attempt %d: %s", key[0], key[1], reason)
