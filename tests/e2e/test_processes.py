@@ -1,0 +1,259 @@
+"""Real `weir` processes on free ports: the example DAGs, isolation, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, free_port
+from tests.helpers import WEIR, Proc, spawn, wait_until
+from weir import Client
+from weir.states import RunState, TaskState
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Cluster:
+    server: Proc
+    workers: list[Proc]
+    address: str
+    client: Client
+    tmp: Path
+    db_url: str
+
+    def add_worker(self, dags: Path, *extra: str) -> Proc:
+        worker = spawn(
+            f"worker{len(self.workers)}",
+            ["worker", "--dags", str(dags), "--server", self.address, *extra],
+            self.tmp,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.output()}" for p in [self.server, *self.workers])
+
+
+def start_cluster(db_url: str, tmp: Path, dags: Path, *worker_args: str) -> Cluster:
+    upgrade = subprocess.run(
+        [WEIR, "db", "upgrade", "--db", db_url], capture_output=True, text=True, check=False
+    )
+    assert upgrade.returncode == 0, upgrade.stderr + upgrade.stdout
+    port = free_port()
+    server = spawn("server", ["server", "--db", db_url, "--port", str(port), "--bind", "127.0.0.1"], tmp)
+    address = f"127.0.0.1:{port}"
+    client = Client(address, timeout=10)
+    wait_until(lambda: client.list_dags() is not None, what="server up")
+    cluster = Cluster(server, [], address, client, tmp, db_url)
+    cluster.add_worker(dags, "--concurrency", "4", *worker_args)
+    return cluster
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'weir.db'}"
+    return str(request.getfixturevalue("pg_empty_url"))
+
+
+@pytest.fixture
+def examples_cluster(backend_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    cluster = start_cluster(backend_url, tmp_path, EXAMPLES)
+    try:
+        wait_until(lambda: len(cluster.client.list_dags()) == 3, what="examples registered")
+        yield cluster
+    finally:
+        stop_all(cluster)
+
+
+def stop_all(cluster: Cluster) -> None:
+    codes = [w.stop() for w in cluster.workers]
+    code = cluster.server.stop()
+    cluster.client.close()
+    assert codes == [0] * len(codes), cluster.logs()
+    assert code == 0, cluster.logs()
+
+
+def test_example_dags_run_to_success_with_results_and_logs(examples_cluster: Cluster) -> None:
+    client = examples_cluster.client
+    etl = client.trigger("etl_orders", {"min_amount": 10})
+    fan = client.trigger("fanout_regions")
+    bash = client.trigger("bash_pipeline")
+    for run in (etl, fan, bash):
+        final = client.wait(run.run_id, timeout=60)
+        assert final.state is RunState.SUCCESS, examples_cluster.logs()
+
+    results = client.results(etl.run_id)
+    # Only paid orders of at least 10 survive cleaning; totals per customer, largest first.
+    assert results["aggregate"] == {"barbara": 99.99, "ada": 62.0}
+    assert results["load"]["rows"] == len(results["aggregate"])
+    assert results["report"] == f"revenue loaded for run {etl.run_id}"
+    assert "kept 3 of 7 orders (min_amount=10)" in client.logs(etl.run_id, "clean")
+    assert "dropping order 4" in client.logs(etl.run_id, "clean")
+
+    fan_results = client.results(fan.run_id)
+    assert fan_results["combine"]["regions"] == 6
+    assert {k for k in fan_results if k.startswith("measure_")} == {
+        "measure_eu_west",
+        "measure_eu_central",
+        "measure_us_east",
+        "measure_us_west",
+        "measure_ap_south",
+        "measure_ap_northeast",
+    }
+
+    bash_results = client.results(bash.run_id)
+    assert bash_results["generate"] == "2000"
+    assert bash_results["cleanup"] == "removed"
+    assert "weir" in client.logs(bash.run_id, "count_words")
+
+
+DAGS_THAT_MISBEHAVE = textwrap.dedent(
+    """
+    import os, signal, time
+    from datetime import timedelta
+    from weir import dag, task, bash_task
+
+    @dag
+    def misbehave():
+        @task
+        def exits():
+            print("about to exit", flush=True)
+            os._exit(3)
+
+        @task
+        def killed():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        @task(timeout=timedelta(seconds=1))
+        def too_slow():
+            print("sleeping", flush=True)
+            time.sleep(60)
+
+        @task
+        def raises():
+            raise ValueError("bad input row 7")
+
+        slow_shell = bash_task("slow_shell", "sleep 60 & echo started child; wait", timeout=1)
+
+        @task(trigger_rule="all_done")
+        def afterwards():
+            print("still here")
+            return "fine"
+
+        [exits(), killed(), too_slow(), raises(), slow_shell] >> afterwards()
+
+    misbehave()
+    """
+)
+
+
+def test_a_crashing_or_hanging_task_never_takes_the_worker_down(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "misbehave.py").write_text(DAGS_THAT_MISBEHAVE)
+    cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags)
+    try:
+        client = cluster.client
+        wait_until(lambda: client.list_dags(), what="DAG registered")
+        run = client.trigger("misbehave")
+        final = client.wait(run.run_id, timeout=60)
+        tis = {t.task_id: t for t in client.task_instances(run.run_id)}
+        errors = {k: t.error for k, t in tis.items()}
+        assert tis["exits"].state is TaskState.FAILED and errors["exits"] is not None
+        assert errors["exits"].type == "RunnerDied" and "exited with status 3" in errors["exits"].message
+        assert errors["killed"] is not None and "SIGKILL" in errors["killed"].message
+        assert errors["too_slow"] is not None and errors["too_slow"].type == "Timeout"
+        assert errors["slow_shell"] is not None and errors["slow_shell"].type == "Timeout"
+        assert errors["raises"] is not None and errors["raises"].type == "ValueError"
+        assert "bad input row 7" in errors["raises"].message
+        assert 'raise ValueError("bad input row 7")' in errors["raises"].traceback
+        assert "Traceback" in client.logs(run.run_id, "raises")
+        assert "about to exit" in client.logs(run.run_id, "exits")
+        assert tis["afterwards"].state is TaskState.SUCCESS
+        assert final.state is RunState.SUCCESS  # the all_done leaf succeeded
+        assert cluster.workers[0].alive(), cluster.logs()
+        # The timed-out shell's child was killed with its process group.
+        ps = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True, check=False)
+        assert ps.stdout.strip() == "", f"orphaned processes: {ps.stdout}"
+    finally:
+        stop_all(cluster)
+
+
+SLOW_DAG = textwrap.dedent(
+    """
+    import time
+    from weir import dag, task
+
+    @dag
+    def slow():
+        @task
+        def nap():
+            time.sleep(2)
+            return "rested"
+        nap()
+
+    slow()
+    """
+)
+
+
+def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "slow.py").write_text(SLOW_DAG)
+    cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags)
+    try:
+        client = cluster.client
+        wait_until(lambda: client.list_dags(), what="DAG registered")
+        run = client.trigger("slow")
+        wait_until(
+            lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="task running"
+        )
+        worker = cluster.workers[0]
+        worker.signal(signal.SIGTERM)
+        assert worker.popen.wait(30) == 0, cluster.logs()
+        assert client.get_run(run.run_id).state is RunState.SUCCESS
+        assert client.results(run.run_id) == {"nap": "rested"}
+    finally:
+        stop_all(cluster)
+
+
+def test_server_refuses_an_unmigrated_database_with_the_fix(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    proc = subprocess.run(
+        [WEIR, "server", "--db", f"sqlite:///{db}", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "weir db upgrade" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_standalone_migrates_and_runs_the_examples(tmp_path: Path) -> None:
+    port = free_port()
+    proc = spawn(
+        "standalone",
+        ["standalone", "--dags", str(EXAMPLES), "--port", str(port), "--concurrency", "2"],
+        tmp_path,
+    )
+    client = Client(f"127.0.0.1:{port}", timeout=10)
+    try:
+        wait_until(lambda: len(client.list_dags()) == 3, timeout=30, what="standalone up")
+        run = client.trigger("etl_orders")
+        assert client.wait(run.run_id, timeout=60).state is RunState.SUCCESS
+        assert (tmp_path / "home" / "weir.db").exists()
+    finally:
+        client.close()
+        code = proc.stop()
+    assert code == 0, proc.output()

@@ -1,0 +1,3 @@
+from tests.integration.store_fixtures import plane
+
+__all__ = ["plane"]

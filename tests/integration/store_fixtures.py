@@ -1,0 +1,79 @@
+"""A small harness over the control plane's transactions, with a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from weir.models import Assignment, Outcome, OutcomeAck, TaskError, TaskOutcome
+from weir.server import claims, completion, runs
+from weir.server.catalog import Catalog
+from weir.server.clock import ManualClock
+from weir.server.store import dags
+from weir.server.store.db import Database
+from weir.spec import DagSpec
+
+LEASE = timedelta(seconds=30)
+
+
+@dataclass
+class Plane:
+    """Drive the store as the gRPC services would, one transaction per call."""
+
+    db: Database
+    clock: ManualClock = field(default_factory=ManualClock)
+    catalog: Catalog = field(default_factory=Catalog)
+
+    def register(self, spec: DagSpec) -> None:
+        self.db.write_sync(dags.register, self.clock.now(), spec)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, **kw: Any) -> runs.Triggered:
+        return self.db.write_sync(
+            runs.trigger, self.clock.now(), self.catalog, dag_id=dag_id, conf=conf or {}, **kw
+        )
+
+    def claim(
+        self, n: int = 100, queues: tuple[str, ...] = ("default",), worker: str = "w1"
+    ) -> list[Assignment]:
+        return self.db.write_sync(
+            claims.claim,
+            self.clock.now(),
+            self.catalog,
+            worker_id=worker,
+            queues=queues,
+            limit=n,
+            lease=LEASE,
+        )
+
+    def complete(self, *outcomes: TaskOutcome, max_result_bytes: int = 1 << 20) -> completion.Completion:
+        return self.db.write_sync(
+            completion.complete,
+            self.clock.now(),
+            self.catalog,
+            list(outcomes),
+            max_result_bytes=max_result_bytes,
+        )
+
+    def acks(self, *outcomes: TaskOutcome) -> list[OutcomeAck]:
+        return self.complete(*outcomes).acks
+
+
+def ok(a: Assignment, result: bytes = b"null") -> TaskOutcome:
+    return TaskOutcome(a.task_instance_id, a.attempt, Outcome.SUCCESS, result_json=result)
+
+
+def failed(a: Assignment, message: str = "boom") -> TaskOutcome:
+    return TaskOutcome(a.task_instance_id, a.attempt, Outcome.FAILED, error=TaskError("ValueError", message))
+
+
+@pytest.fixture
+def plane(db_url: str) -> Iterator[Plane]:
+    db = Database(db_url, pool_size=4)
+    try:
+        yield Plane(db)
+    finally:
+        db.close()

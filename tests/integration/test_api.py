@@ -1,0 +1,238 @@
+"""The gRPC API over a real socket: status codes, long-polls, fencing, logs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.helpers import ServerThread, chain, dag_spec, py, running_server
+from weir import Client
+from weir import _convert as cv
+from weir.errors import AlreadyExists, InvalidArgument, NotFound
+from weir.states import RunState, TaskState
+from weir.v1 import control_pb2 as cpb
+from weir.v1 import control_pb2_grpc as cgrpc
+from weir.v1 import worker_pb2 as wpb
+from weir.v1 import worker_pb2_grpc as wgrpc
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[ServerThread]:
+    with running_server(db_url, tmp_path) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: ServerThread) -> Iterator[Client]:
+    with Client(server.address, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def worker(server: ServerThread) -> Iterator[wgrpc.WorkerServiceStub]:
+    channel = grpc.insecure_channel(server.address)
+    stub = wgrpc.WorkerServiceStub(channel)
+    stub.RegisterWorker(wpb.RegisterWorkerRequest(worker_id="w1", queues=["default"], concurrency=4))
+    yield stub
+    channel.close()
+
+
+def poll(stub: wgrpc.WorkerServiceStub, wait: float = 0, slots: int = 4) -> list[wpb.TaskAssignment]:
+    request = wpb.PollTasksRequest(worker_id="w1", free_slots=slots, wait=cv.dur(timedelta(seconds=wait)))
+    return list(stub.PollTasks(request, timeout=wait + 10).tasks)
+
+
+def success(t: wpb.TaskAssignment, result: bytes = b"null", log: bytes = b"") -> wpb.CompleteTaskRequest:
+    return wpb.CompleteTaskRequest(
+        worker_id="w1",
+        outcome=wpb.TaskOutcome(
+            task_instance_id=t.task_instance_id,
+            attempt=t.attempt,
+            outcome=wpb.OUTCOME_SUCCESS,
+            result_json=result,
+            log_tail=log,
+        ),
+    )
+
+
+def test_register_list_get_and_pause(client: Client) -> None:
+    [reg] = client.register_dags([dag_spec("etl", py("extract"), py("load", refs=["extract"]), tags=("a",))])
+    assert reg.created
+    [again] = client.register_dags(
+        [dag_spec("etl", py("extract"), py("load", refs=["extract"]), tags=("a",))]
+    )
+    assert not again.created and again.version.hash == reg.version.hash
+    [info] = client.list_dags()
+    assert (info.dag_id, info.task_count, info.is_paused) == ("etl", 2, False)
+    assert client.list_dags(tags=["nope"]) == []
+    detail = client.get_dag("etl")
+    assert detail.spec is not None and [t.task_id for t in detail.spec.tasks] == ["extract", "load"]
+    assert client.pause("etl").is_paused
+    assert not client.unpause("etl").is_paused
+
+
+def test_errors_carry_status_codes_and_name_the_field(client: Client, server: ServerThread) -> None:
+    client.register_dags([dag_spec("d", py("a"))])
+    with pytest.raises(NotFound, match="'nope' is not registered"):
+        client.trigger("nope")
+    with pytest.raises(NotFound):
+        client.get_run("no-such-run")
+    client.trigger("d", run_id="r1")
+    with pytest.raises(AlreadyExists, match="r1"):
+        client.trigger("d", run_id="r1")
+    stub = cgrpc.ControlServiceStub(grpc.insecure_channel(server.address))
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.TriggerDagRun(cpb.TriggerDagRunRequest(dag_id="d", conf_json=b"[1, 2]"))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "conf_json" in raised.value.details()
+    # A spec with a cycle is refused with the path of the offending field.
+    bad = dag_spec("cyc", py("a", "b"), py("b", "a"))
+    with pytest.raises(InvalidArgument, match=r"dags\[0\].tasks.*cycle"):
+        client.register_dags([bad])
+    with pytest.raises(InvalidArgument, match=r"dags\[0\].dag_id"):
+        client.register_dags([dag_spec("has space", py("a"))])
+
+
+def test_poll_holds_until_work_is_queued_and_wakes_at_once(
+    client: Client, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([dag_spec("d", py("a"))])
+    assert poll(worker, wait=0) == []
+    got: list[wpb.TaskAssignment] = []
+    waited: list[float] = []
+
+    def long_poll() -> None:
+        started = time.monotonic()
+        got.extend(poll(worker, wait=20))
+        waited.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=long_poll)
+    thread.start()
+    time.sleep(0.5)  # the poll is now parked on the server
+    assert thread.is_alive()
+    client.trigger("d")
+    thread.join(15)
+    assert [t.task_id for t in got] == ["a"]
+    # Woken by the trigger, not by the end of its 20 s wait.
+    assert waited[0] < 10
+
+
+def test_poll_with_nothing_queued_returns_empty_when_its_wait_ends(worker: wgrpc.WorkerServiceStub) -> None:
+    started = time.monotonic()
+    assert poll(worker, wait=0.3) == []
+    assert time.monotonic() - started >= 0.3
+
+
+def test_fencing_refuses_stale_reports_with_failed_precondition(
+    client: Client, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([chain("c", 2)])
+    run = client.trigger("c")
+    [t] = poll(worker)
+    stale = success(t)
+    stale.outcome.attempt = t.attempt + 5
+    with pytest.raises(grpc.RpcError) as raised:
+        worker.CompleteTask(stale)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert worker.CompleteTask(success(t, b"1")).ack.status == wpb.ACK_STATUS_ACCEPTED
+    assert worker.CompleteTask(success(t, b"1")).ack.status == wpb.ACK_STATUS_DUPLICATE
+    assert [x.task_id for x in poll(worker)] == ["t1"]
+    states = {ti.task_id: ti.state for ti in client.task_instances(run.run_id)}
+    assert states == {"t0": TaskState.SUCCESS, "t1": TaskState.RUNNING}
+
+
+def test_batch_completion_acknowledges_each_outcome(client: Client, worker: wgrpc.WorkerServiceStub) -> None:
+    client.register_dags([dag_spec("w", py("a"), py("b"), py("c"))])
+    run = client.trigger("w")
+    tasks = poll(worker)
+    outcomes = [success(t).outcome for t in tasks]
+    outcomes[1].attempt = 99
+    response = worker.CompleteTasks(wpb.CompleteTasksRequest(worker_id="w1", outcomes=outcomes))
+    assert [a.status for a in response.acks] == [
+        wpb.ACK_STATUS_ACCEPTED,
+        wpb.ACK_STATUS_STALE,
+        wpb.ACK_STATUS_ACCEPTED,
+    ]
+    assert client.get_run(run.run_id).state is RunState.RUNNING
+
+
+def test_heartbeat_renews_current_attempts_and_stops_others(
+    client: Client, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([dag_spec("d", py("a"))])
+    client.trigger("d")
+    [t] = poll(worker)
+    response = worker.Heartbeat(
+        wpb.HeartbeatRequest(
+            worker_id="w1",
+            running=[
+                wpb.AttemptRef(task_instance_id=t.task_instance_id, attempt=t.attempt),
+                wpb.AttemptRef(task_instance_id=t.task_instance_id, attempt=t.attempt + 1),
+            ],
+        )
+    )
+    current, other = response.leases
+    assert current.directive == wpb.DIRECTIVE_CONTINUE
+    assert current.lease_expires_at.ToDatetime() >= t.lease_expires_at.ToDatetime()
+    assert other.directive == wpb.DIRECTIVE_STOP_LEASE_LOST
+
+
+def test_logs_are_fenced_stored_and_paged(client: Client, worker: wgrpc.WorkerServiceStub) -> None:
+    client.register_dags([dag_spec("d", py("a"))])
+    run = client.trigger("d")
+    [t] = poll(worker)
+    response = worker.AppendLogs(
+        wpb.AppendLogsRequest(
+            worker_id="w1",
+            chunks=[
+                wpb.LogChunk(task_instance_id=t.task_instance_id, attempt=t.attempt, data=b"line one\n"),
+                wpb.LogChunk(task_instance_id=t.task_instance_id, attempt=t.attempt + 1, data=b"not mine\n"),
+            ],
+        )
+    )
+    assert list(response.statuses) == [wpb.ACK_STATUS_ACCEPTED, wpb.ACK_STATUS_STALE]
+    page = client.log_page(run.run_id, "a")
+    assert (page.data, page.complete) == (b"line one\n", False)
+    worker.CompleteTask(success(t, log=b"line two\n"))
+    assert client.logs(run.run_id, "a") == "line one\nline two\n"
+    rest = client.log_page(run.run_id, "a", after=page.cursor)
+    assert (rest.data, rest.complete) == (b"line two\n", True)
+    with pytest.raises(NotFound, match="no try 2"):
+        client.logs(run.run_id, "a", try_number=2)
+
+
+def test_wait_returns_when_the_run_ends(client: Client, worker: wgrpc.WorkerServiceStub) -> None:
+    client.register_dags([dag_spec("d", py("a"))])
+    run = client.trigger("d")
+    [t] = poll(worker)
+    with pytest.raises(TimeoutError):
+        client.wait(run.run_id, timeout=0.2)
+    threading.Timer(0.3, lambda: worker.CompleteTask(success(t, b'"done"'))).start()
+    finished = client.wait(run.run_id, timeout=10)
+    assert finished.state is RunState.SUCCESS
+    assert client.results(run.run_id) == {"a": "done"}
+
+
+def test_poll_validates_its_request(worker: wgrpc.WorkerServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        worker.PollTasks(wpb.PollTasksRequest(worker_id="w1", free_slots=0))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "free_slots" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:
+        worker.PollTasks(wpb.PollTasksRequest(worker_id="", free_slots=1))
+    assert "worker_id" in raised.value.details()
+
+
+def test_health_service_reports_serving(server: ServerThread) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
+    assert (
+        stub.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+    )

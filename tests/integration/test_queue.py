@@ -1,0 +1,316 @@
+"""The leased work queue on both databases: claims, fencing, completion, promotion."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.helpers import chain, dag_spec, fan_in, py, wide
+from tests.integration.store_fixtures import Plane, failed, ok
+from weir.errors import AlreadyExists, InvalidArgument, NotFound
+from weir.models import AckStatus, Outcome, TaskOutcome
+from weir.server import queries
+from weir.server.store.db import Database
+from weir.server.store.schema import task_attempts, task_instances
+from weir.states import RunState, TaskState, TriggerRule
+
+
+def states(plane: Plane, run_id: str) -> dict[str, TaskState]:
+    tis = plane.db.read_sync(queries.task_instances, run_id, include_results=False)
+    return {t.task_id: t.state for t in tis}
+
+
+def run_state(plane: Plane, run_id: str) -> RunState:
+    return plane.db.read_sync(queries.run, run_id).state
+
+
+def attempts(plane: Plane) -> int:
+    return int(
+        plane.db.read_sync(lambda c: c.execute(select(func.count()).select_from(task_attempts)).scalar_one())
+    )
+
+
+# -- claims -----------------------------------------------------------------------
+
+
+def test_concurrent_claimers_take_each_task_exactly_once(plane: Plane, db_url: str) -> None:
+    plane.register(wide("wide", 1000))
+    plane.trigger("wide")
+    claimed: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def claimer(n: int) -> None:
+        db = Database(db_url, pool_size=1)  # its own engine and connection, like another replica
+        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
+        try:
+            while batch := mine.claim(7, worker=f"w{n}"):
+                with lock:
+                    claimed.extend(a.task_instance_id for a in batch)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(claimed) == 1000
+    assert len(set(claimed)) == 1000
+
+
+def test_claim_orders_by_priority_and_respects_queues_and_slots(plane: Plane) -> None:
+    plane.register(
+        dag_spec(
+            "mixed",
+            py("low", priority=1),
+            py("high", priority=9),
+            py("mid", priority=5),
+            py("gpu", queue="gpu", priority=100),
+        )
+    )
+    plane.trigger("mixed")
+    first = plane.claim(2)
+    assert [a.task_id for a in first] == ["high", "mid"]
+    assert [a.task_id for a in plane.claim(5)] == ["low"]
+    assert plane.claim(5) == []
+    assert [a.task_id for a in plane.claim(5, queues=("gpu",))] == ["gpu"]
+
+
+def test_claim_hands_out_resolved_arguments_and_params(plane: Plane) -> None:
+    spec = dag_spec(
+        "args",
+        py("extract"),
+        py("load", refs=["extract"]),
+        params={"limit": 5},
+    )
+    plane.register(spec)
+    plane.trigger("args", conf={"limit": 7})
+    [extract] = plane.claim()
+    assert extract.params == {"limit": 7}
+    plane.complete(ok(extract, b'{"rows": [1, 2]}'))
+    [load] = plane.claim()
+    assert load.task_id == "load"
+    assert load.body.args == [{"rows": [1, 2]}]  # type: ignore[union-attr]
+    assert load.try_number == 1 and load.attempt == 1
+
+
+# -- completion and promotion ------------------------------------------------------------
+
+
+def test_completion_queues_downstream_in_the_same_transaction_and_finishes_the_run(plane: Plane) -> None:
+    plane.register(chain("c", 3))
+    run = plane.trigger("c").run
+    assert states(plane, run.run_id) == {"t0": TaskState.QUEUED, "t1": TaskState.NONE, "t2": TaskState.NONE}
+    for expected in ("t0", "t1", "t2"):
+        [a] = plane.claim()
+        assert a.task_id == expected
+        done = plane.complete(ok(a))
+        assert [ack.status for ack in done.acks] == [AckStatus.ACCEPTED]
+    assert done.finished_runs == [(run.run_id, RunState.SUCCESS)]
+    assert run_state(plane, run.run_id) is RunState.SUCCESS
+    assert attempts(plane) == 3
+
+
+def test_a_failure_between_completion_and_enqueue_leaves_no_half_state(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane.register(chain("c", 2))
+    run = plane.trigger("c").run
+    [a] = plane.claim()
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected: database went away after the task was marked done")
+
+    monkeypatch.setattr("weir.server.completion.promote", explode)
+    with pytest.raises(RuntimeError, match="injected"):
+        plane.complete(ok(a, b"42"))
+    # Nothing of the completion survived: t0 still running on the same attempt, t1 waiting.
+    assert states(plane, run.run_id) == {"t0": TaskState.RUNNING, "t1": TaskState.NONE}
+    assert attempts(plane) == 0
+    monkeypatch.undo()
+    # The worker's retry of the same report then applies once, with its downstream.
+    assert [x.status for x in plane.acks(ok(a, b"42"))] == [AckStatus.ACCEPTED]
+    assert states(plane, run.run_id) == {"t0": TaskState.SUCCESS, "t1": TaskState.QUEUED}
+
+
+def test_stale_and_replayed_reports_change_nothing(plane: Plane) -> None:
+    plane.register(chain("c", 2))
+    run = plane.trigger("c").run
+    [a] = plane.claim()
+    stale = TaskOutcome(a.task_instance_id, a.attempt + 1, Outcome.SUCCESS)
+    [ack] = plane.acks(stale)
+    assert ack.status is AckStatus.STALE
+    assert states(plane, run.run_id)["t0"] is TaskState.RUNNING
+
+    assert plane.acks(ok(a))[0].status is AckStatus.ACCEPTED
+    replay = plane.complete(ok(a))
+    assert replay.acks[0].status is AckStatus.DUPLICATE
+    assert not replay.queued  # the downstream was queued once, by the first report
+    assert attempts(plane) == 1
+    # A contradicting report of an attempt that already ended is refused.
+    assert plane.acks(failed(a))[0].status is AckStatus.STALE
+    assert states(plane, run.run_id) == {"t0": TaskState.SUCCESS, "t1": TaskState.QUEUED}
+
+
+def test_failed_attempt_retries_after_its_delay_then_fails_and_cascades(plane: Plane) -> None:
+    spec = dag_spec(
+        "r",
+        py("flaky", retries=1, retry_delay=timedelta(seconds=60)),
+        py("after", "flaky"),
+        py("last", "after"),
+    )
+    plane.register(spec)
+    run = plane.trigger("r").run
+    [a] = plane.claim()
+    done = plane.complete(failed(a))
+    assert states(plane, run.run_id)["flaky"] is TaskState.UP_FOR_RETRY
+    assert done.retries and done.retries[0][1] == plane.clock.now() + timedelta(seconds=60)
+    assert plane.claim() == []  # not before its delay
+    plane.clock.advance(61)
+    [again] = plane.claim()
+    assert (again.try_number, again.attempt) == (2, 2)
+    plane.complete(failed(again, "still broken"))
+    assert states(plane, run.run_id) == {
+        "flaky": TaskState.FAILED,
+        "after": TaskState.UPSTREAM_FAILED,
+        "last": TaskState.UPSTREAM_FAILED,
+    }
+    assert run_state(plane, run.run_id) is RunState.FAILED
+    tis = {
+        t.task_id: t for t in plane.db.read_sync(queries.task_instances, run.run_id, include_results=False)
+    }
+    assert tis["flaky"].error is not None and tis["flaky"].error.message == "still broken"
+
+
+def test_all_done_runs_after_a_failure_and_the_leaf_decides_the_run(plane: Plane) -> None:
+    plane.register(dag_spec("d", py("work"), py("cleanup", "work", trigger_rule=TriggerRule.ALL_DONE)))
+    run = plane.trigger("d").run
+    [work] = plane.claim()
+    plane.complete(failed(work))
+    [cleanup] = plane.claim()
+    assert cleanup.task_id == "cleanup"
+    plane.complete(ok(cleanup))
+    # Airflow's rule: the run's state comes from its leaves.
+    assert run_state(plane, run.run_id) is RunState.SUCCESS
+
+
+def test_skipped_outcome_skips_all_success_downstream(plane: Plane) -> None:
+    plane.register(dag_spec("s", py("check"), py("use", "check")))
+    run = plane.trigger("s").run
+    [a] = plane.claim()
+    plane.complete(TaskOutcome(a.task_instance_id, a.attempt, Outcome.SKIPPED))
+    assert states(plane, run.run_id) == {"check": TaskState.SKIPPED, "use": TaskState.SKIPPED}
+    assert run_state(plane, run.run_id) is RunState.SUCCESS
+
+
+def test_oversized_or_invalid_results_fail_the_attempt(plane: Plane) -> None:
+    plane.register(dag_spec("big", py("a"), py("b")))
+    run = plane.trigger("big").run
+    a, b = plane.claim()
+    plane.complete(ok(a, b'"' + b"x" * 100 + b'"'), max_result_bytes=50)
+    plane.complete(ok(b, b"{not json"))
+    tis = {
+        t.task_id: t for t in plane.db.read_sync(queries.task_instances, run.run_id, include_results=False)
+    }
+    assert tis["a"].state is TaskState.FAILED and tis["a"].error and tis["a"].error.type == "ResultTooLarge"
+    assert tis["b"].state is TaskState.FAILED and tis["b"].error and tis["b"].error.type == "InvalidResult"
+
+
+def test_concurrent_completions_of_a_fan_in_queue_the_join_exactly_once(plane: Plane, db_url: str) -> None:
+    plane.register(fan_in("fan", 60))
+    run = plane.trigger("fan").run
+    ups = plane.claim(100)
+    assert len(ups) == 60
+    errors: list[BaseException] = []
+    chunks = [ups[i::6] for i in range(6)]
+
+    def reporter(chunk: list) -> None:  # type: ignore[type-arg]
+        db = Database(db_url, pool_size=1)
+        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
+        try:
+            for a in chunk:
+                mine.complete(ok(a))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=reporter, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert states(plane, run.run_id)["join"] is TaskState.QUEUED
+    [join] = plane.claim()
+    assert join.task_id == "join"
+    plane.complete(ok(join))
+    assert run_state(plane, run.run_id) is RunState.SUCCESS
+
+
+# -- runs --------------------------------------------------------------------------------
+
+
+def test_max_active_runs_queues_runs_and_starts_the_next_when_one_ends(plane: Plane) -> None:
+    plane.register(dag_spec("one", py("only"), max_active_runs=1))
+    first = plane.trigger("one").run
+    second = plane.trigger("one").run
+    assert (first.state, second.state) == (RunState.RUNNING, RunState.QUEUED)
+    [a] = plane.claim()
+    done = plane.complete(ok(a))
+    assert done.queued == Counter({"default": 1})
+    assert run_state(plane, second.run_id) is RunState.RUNNING
+    [b] = plane.claim()
+    assert b.run_id == second.run_id
+
+
+def test_paused_dag_queues_triggered_runs_until_unpaused(plane: Plane) -> None:
+    from weir.server import runs as run_ops
+
+    plane.register(dag_spec("p", py("only")))
+    plane.db.write_sync(run_ops.set_paused, plane.clock.now(), plane.catalog, "p", True)
+    run = plane.trigger("p").run
+    assert run.state is RunState.QUEUED
+    assert plane.claim() == []
+    queued = plane.db.write_sync(run_ops.set_paused, plane.clock.now(), plane.catalog, "p", False)
+    assert queued == Counter({"default": 1})
+    assert run_state(plane, run.run_id) is RunState.RUNNING
+
+
+def test_trigger_errors_name_the_problem(plane: Plane) -> None:
+    with pytest.raises(NotFound, match="'missing' is not registered"):
+        plane.trigger("missing")
+    plane.register(dag_spec("d", py("a")))
+    plane.trigger("d", run_id="nightly-1")
+    with pytest.raises(AlreadyExists, match="nightly-1"):
+        plane.trigger("d", run_id="nightly-1")
+    with pytest.raises(InvalidArgument, match="run_id"):
+        plane.trigger("d", run_id="has spaces")
+
+
+def test_new_versions_are_pinned_by_new_runs_only(plane: Plane) -> None:
+    plane.register(dag_spec("v", py("a")))
+    old = plane.trigger("v").run
+    plane.register(dag_spec("v", py("a"), py("b", "a")))
+    new = plane.trigger("v").run
+    assert old.version_id != new.version_id
+    assert set(states(plane, old.run_id)) == {"a"}
+    assert set(states(plane, new.run_id)) == {"a", "b"}
+
+
+def test_task_instance_rows_stay_unique_per_run(plane: Plane) -> None:
+    plane.register(wide("w", 5))
+    plane.trigger("w")
+    plane.trigger("w")
+    count = plane.db.read_sync(
+        lambda c: c.execute(select(func.count()).select_from(task_instances)).scalar_one()
+    )
+    assert count == 10
