@@ -162,7 +162,7 @@ def test_a_crashing_or_hanging_task_never_takes_the_worker_down(tmp_path: Path) 
     cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags)
     try:
         client = cluster.client
-        wait_until(lambda: client.list_dags(), what="DAG registered")
+        wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("misbehave")
         final = client.wait(run.run_id, timeout=60)
         tis = {t.task_id: t for t in client.task_instances(run.run_id)}
@@ -212,7 +212,7 @@ def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(tmp_path: Pat
     cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags)
     try:
         client = cluster.client
-        wait_until(lambda: client.list_dags(), what="DAG registered")
+        wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("slow")
         wait_until(
             lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="task running"
