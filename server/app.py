@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,7 +19,14 @@ from weir.server import migrate
 from weir.server.api.control_service import ControlService
 from weir.server.api.worker_service import WorkerService
 from weir.server.clock import Clock, DatabaseClock, SystemClock
+from weir.server.notify import PgNotifier
 from weir.server.plane import ControlPlane
+from weir.server.services.base import Service
+from weir.server.services.clock_sync import ClockSync
+from weir.server.services.db_watchdog import DatabaseWatchdog
+from weir.server.services.lease_reaper import LeaseReaper
+from weir.server.services.safety_poll import SafetyPoll
+from weir.server.services.start_timeouts import StartTimeouts
 from weir.server.store.db import Database
 from weir.v1 import control_pb2, control_pb2_grpc, worker_pb2, worker_pb2_grpc
 
@@ -69,6 +77,11 @@ class Server:
         self.plane = ControlPlane(self.db, clock, settings, version=__version__)
         self._grpc: grpc.aio.Server | None = None
         self.bound: Bound | None = None
+        self.notifier: PgNotifier | None = None
+        self._stop_services = asyncio.Event()
+        self._service_tasks: list[asyncio.Task[None]] = []
+        #: Fails when the server must exit (the database stayed unreachable).
+        self.fatal: asyncio.Future[None] | None = None
 
     async def start(self) -> Bound:
         try:
@@ -99,10 +112,29 @@ class Server:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._grpc = server
         self.bound = Bound(host, port)
+        self._start_services()
         log.info(
             "weir server %s listening on %s (database %s)", __version__, self.bound, _safe_url(self.db.url)
         )
         return self.bound
+
+    def _start_services(self) -> None:
+        s = self.settings
+        self.fatal = asyncio.get_running_loop().create_future()
+        services: list[Service] = [
+            LeaseReaper(self.plane, s.sweep_seconds),
+            StartTimeouts(self.plane, s.sweep_seconds),
+            SafetyPoll(self.plane.waker, self.clock, s.safety_poll_seconds),
+            DatabaseWatchdog(self.db, self.clock, limit=s.db_unavailable_exit_seconds, fatal=self.fatal),
+        ]
+        if isinstance(self.clock, DatabaseClock):
+            services.append(ClockSync(self.clock))
+        runners = [service.run(self._stop_services) for service in services]
+        if not self.db.is_sqlite:
+            self.notifier = PgNotifier(self.db.url, self.plane.waker)
+            self.plane.announce = self.notifier.publish
+            runners.append(self.notifier.run(self._stop_services))
+        self._service_tasks = [asyncio.ensure_future(r) for r in runners]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, let running ones finish within `grace`, then close."""
@@ -111,6 +143,11 @@ class Server:
             self.plane.waker.notify_all()
             await self._grpc.stop(grace)
             self._grpc = None
+        self._stop_services.set()
+        if self._service_tasks:
+            await asyncio.gather(*self._service_tasks, return_exceptions=True)
+        if self.notifier is not None:
+            await self.notifier.close()
         await self.plane.drain()
         await asyncio.to_thread(self.db.close)
 
@@ -121,11 +158,16 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        assert self.fatal is not None
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait([stopped, self.fatal], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopped.cancel()
             log.info("shutting down")
             await self.stop()
+        if self.fatal.done():
+            self.fatal.result()  # raises why the server gave up
 
 
 def _safe_url(url: str) -> str:

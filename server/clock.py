@@ -32,11 +32,9 @@ class SystemClock:
 class DatabaseClock:
     """This host's clock corrected by its measured offset from Postgres."""
 
-    def __init__(self, engine: Engine, resync_seconds: float = 60.0) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._offset = timedelta(0)
-        self._resync = resync_seconds
-        self._synced_at = float("-inf")
         self._lock = threading.Lock()
 
     def sync(self) -> timedelta:
@@ -48,15 +46,10 @@ class DatabaseClock:
         local = datetime.fromtimestamp((before + after) / 2, UTC)
         with self._lock:
             self._offset = db_now - local
-            self._synced_at = time.monotonic()
         return self._offset
 
     def now(self) -> datetime:
-        if time.monotonic() - self._synced_at > self._resync:
-            try:
-                self.sync()
-            except Exception:  # keep the last offset; the next call retries
-                self._synced_at = time.monotonic()
+        # Never touches the database: services.clock_sync calls sync() off the event loop.
         return datetime.now(UTC) + self._offset
 
 

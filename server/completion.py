@@ -1,11 +1,13 @@
-"""Completion: apply workers' reports, and everything that follows, in ONE transaction.
+"""How attempts end, and everything that follows, in ONE transaction.
 
-For a batch of outcomes: lock the runs involved, check each report against
-the current attempt (fencing), end the attempts (success, skipped, retry or
-failed), record them, store their last log output, promote the downstream
-tasks that became ready and finish runs that are done. Either all of that
-commits or none of it does, so no failure can leave a task finished with its
-downstream never queued.
+Four ways in: a worker reports outcomes (`complete`), a lease runs out
+(`expire_leases`), a queued task waits past its schedule_to_start_timeout
+(`time_out_waiting`), or a run is cancelled (`cancel_run`). Each locks the
+runs involved (ascending id), checks every change against the current state
+and attempt (fencing), records the ended attempts, promotes the downstream
+tasks that became ready and finishes runs that are done. Either all of it
+commits or none of it does, so no failure can leave a task finished with
+its downstream never queued.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from weir._rules import retry_delay
+from weir.errors import FailedPrecondition, NotFound
 from weir.models import AckStatus, Outcome, OutcomeAck, TaskError, TaskOutcome
 from weir.server import runs
 from weir.server.catalog import Catalog
@@ -43,8 +46,13 @@ class Completion:
     queued: Counter[str] = field(default_factory=Counter)
     #: (queue, available_at) of tasks waiting to retry.
     retries: list[tuple[str, datetime]] = field(default_factory=list)
-    #: (run_id, state) of runs this completion finished.
+    #: (run_id, state) of runs this transaction finished.
     finished_runs: list[tuple[str, RunState]] = field(default_factory=list)
+    #: How many attempts or waiting tasks it ended (sweeps report this).
+    ended: int = 0
+
+
+# -- worker reports -----------------------------------------------------------------
 
 
 def complete(
@@ -95,49 +103,34 @@ def complete(
                     OutcomeAck(*key, AckStatus.STALE, f"attempt {o.attempt} already ended ({c.state})")
                 )
         else:
-            run = locked[c.run_pk]
-            task = catalog.dag(conn, run.version_id).tasks[c.task_id]
-            end = _end(now, o, c, task, max_result_bytes)
-            ends.append(end)
-            if end.state is TaskState.UP_FOR_RETRY and end.available_at is not None:
-                done.retries.append((c.queue, end.available_at))
+            task = catalog.dag(conn, locked[c.run_pk].version_id).tasks[c.task_id]
+            ends.append(_end(now, o, c, task, max_result_bytes))
             if o.log_tail:
                 logs.append((o.task_instance_id, o.attempt, o.log_tail))
             done.acks.append(OutcomeAck(*key, AckStatus.ACCEPTED))
 
     task_logs.append(conn, now, logs)
-    tis.end_attempts(conn, now, ends, current)
-
-    finished: dict[int, list[str]] = defaultdict(list)
-    for e in ends:
-        if e.state is not TaskState.UP_FOR_RETRY:
-            finished[current[e.id].run_pk].append(current[e.id].task_id)
-    for run_pk, task_ids in sorted(finished.items()):
-        run = locked[run_pk]
-        if run.state is not RunState.RUNNING:
-            continue
-        promotion = promote(conn, now, catalog.dag(conn, run.version_id), run_pk, task_ids)
-        done.queued += promotion.queued
-        if promotion.finished is not None:
-            done.finished_runs.append((run.run_id, promotion.finished))
-            done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
+    _apply(conn, now, catalog, locked, current, ends, done)
     return done
 
 
 def _end(
     now: datetime, o: TaskOutcome, c: tis.Current, task: TaskSpec, max_result_bytes: int
 ) -> tis.AttemptEnd:
-    """How a reported attempt ends: success, skipped, up_for_retry while tries remain, else failed."""
     if o.outcome is Outcome.SUCCESS:
         problem = _check_result(o.result_json, max_result_bytes)
         if problem is None:
             text = o.result_json.decode() if o.result_json else "null"
             return tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SUCCESS, result=text)
-        error = problem
-    elif o.outcome is Outcome.SKIPPED:
+        return failure(now, c, task, problem)
+    if o.outcome is Outcome.SKIPPED:
         return tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SKIPPED)
-    else:
-        error = o.error or TaskError(type="Failed", message="the worker reported a failure without details")
+    error = o.error or TaskError(type="Failed", message="the worker reported a failure without details")
+    return failure(now, c, task, error)
+
+
+def failure(now: datetime, c: tis.Current, task: TaskSpec, error: TaskError) -> tis.AttemptEnd:
+    """A failed attempt: up_for_retry after its delay while tries remain, else failed."""
     if c.try_number < c.max_tries:
         delay = retry_delay(
             task.retry_delay,
@@ -145,10 +138,16 @@ def _end(
             exponential=task.retry_exponential_backoff,
             max_delay=task.max_retry_delay,
         )
+        at = now + delay
         return tis.AttemptEnd(
-            o.task_instance_id, o.attempt, TaskState.UP_FOR_RETRY, error=error, available_at=now + delay
+            c.id,
+            c.attempt,
+            TaskState.UP_FOR_RETRY,
+            error=error,
+            available_at=at,
+            start_deadline=tis.start_deadline(at, task),
         )
-    return tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.FAILED, error=error)
+    return tis.AttemptEnd(c.id, c.attempt, TaskState.FAILED, error=error)
 
 
 def _check_result(data: bytes, limit: int) -> TaskError | None:
@@ -164,3 +163,134 @@ def _check_result(data: bytes, limit: int) -> TaskError | None:
         except ValueError as exc:
             return TaskError(type="InvalidResult", message=f"the result is not valid JSON: {exc}")
     return None
+
+
+# -- shared tail: record ends, promote, finish runs ------------------------------------
+
+
+def _apply(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    locked: dict[int, dag_runs.RunRow],
+    current: dict[int, tis.Current],
+    ends: Sequence[tis.AttemptEnd],
+    done: Completion,
+) -> None:
+    tis.end_attempts(conn, now, ends, current)
+    done.ended += len(ends)
+    finished: dict[int, list[str]] = defaultdict(list)
+    for e in ends:
+        c = current[e.id]
+        if e.state is TaskState.UP_FOR_RETRY and e.available_at is not None:
+            done.retries.append((c.queue, e.available_at))
+        else:
+            finished[c.run_pk].append(c.task_id)
+    _promote(conn, now, catalog, locked, finished, done)
+
+
+def _promote(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    locked: dict[int, dag_runs.RunRow],
+    finished: dict[int, list[str]],
+    done: Completion,
+) -> None:
+    for run_pk, task_ids in sorted(finished.items()):
+        run = locked[run_pk]
+        if run.state is not RunState.RUNNING:
+            continue
+        promotion = promote(conn, now, catalog.dag(conn, run.version_id), run_pk, task_ids)
+        done.queued += promotion.queued
+        if promotion.finished is not None:
+            done.finished_runs.append((run.run_id, promotion.finished))
+            done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
+
+
+# -- sweeps ---------------------------------------------------------------------------
+
+
+def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
+    """End attempts whose lease ran out: the worker is presumed dead or cut off.
+
+    The attempt fails and counts as a try, so a task that kills its worker
+    every time stops after retries + 1 attempts.
+    """
+    done = Completion()
+    candidates = tis.expired_leases(conn, now, limit)
+    if not candidates:
+        return done
+    locked = dag_runs.lock_for_tasks(conn, candidates)
+    # Locked too: a heartbeat renewing one of these now waits, then finds it ended.
+    current = tis.current(conn, candidates, lock=True)
+    ends = []
+    for c in current.values():
+        if c.state is not TaskState.RUNNING or c.lease_expires_at is None or c.lease_expires_at >= now:
+            continue
+        task = catalog.dag(conn, locked[c.run_pk].version_id).tasks[c.task_id]
+        error = TaskError(
+            "LeaseExpired",
+            f"worker {c.worker_id} stopped renewing its lease "
+            f"(expired {c.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC); the worker died, hung or lost the server",
+        )
+        ends.append(failure(now, c, task, error))
+    _apply(conn, now, catalog, locked, current, ends, done)
+    return done
+
+
+def time_out_waiting(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
+    """Fail claimable tasks that waited past their schedule_to_start_timeout (no retry)."""
+    done = Completion()
+    candidates = tis.past_start_deadline(conn, now, limit)
+    if not candidates:
+        return done
+    locked = dag_runs.lock_for_tasks(conn, candidates)
+    current = tis.current(conn, candidates, lock=True)
+    failed: list[tuple[int, TaskError]] = []
+    finished: dict[int, list[str]] = defaultdict(list)
+    for c in current.values():
+        if c.state not in (TaskState.QUEUED, TaskState.UP_FOR_RETRY):
+            continue
+        if c.start_deadline is None or c.start_deadline >= now:
+            continue
+        task = catalog.dag(conn, locked[c.run_pk].version_id).tasks[c.task_id]
+        failed.append(
+            (
+                c.id,
+                TaskError(
+                    "ScheduleToStartTimeout",
+                    f"no worker started the task within its schedule_to_start_timeout "
+                    f"({task.schedule_to_start_timeout}) on queue {c.queue!r}",
+                ),
+            )
+        )
+        finished[c.run_pk].append(c.task_id)
+    tis.fail_waiting(conn, now, failed)
+    done.ended = len(failed)
+    _promote(conn, now, catalog, locked, finished, done)
+    return done
+
+
+# -- cancellation ----------------------------------------------------------------------
+
+
+def cancel_run(conn: Connection, now: datetime, catalog: Catalog, run_id: str) -> Completion:
+    """End a run now: waiting tasks are removed, running attempts are told to stop.
+
+    The run ends `failed`. Workers learn of the cancellation from their next
+    heartbeat (STOP_CANCELLED), kill the task and report nothing.
+    """
+    done = Completion()
+    row = dag_runs.get(conn, run_id)
+    if row is None:
+        raise NotFound(f"run {run_id!r} does not exist")
+    run = dag_runs.lock(conn, [row.pk])[row.pk]
+    if run.state.finished:
+        raise FailedPrecondition(f"run {run_id!r} already ended ({run.state.value})")
+    stopped = tis.remove_unfinished(conn, now, run.pk, TaskError("Cancelled", f"run {run_id} was cancelled"))
+    done.ended = len(stopped)
+    dag_runs.finish(conn, now, run.pk, RunState.FAILED, from_states=(RunState.QUEUED, RunState.RUNNING))
+    done.finished_runs.append((run.run_id, RunState.FAILED))
+    done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
+    return done

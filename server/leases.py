@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from weir.models import Directive, LeaseStatus
 from weir.server.store import task_instances as tis
 from weir.server.store import workers
+from weir.states import TaskState
 
 
 def heartbeat(
@@ -26,8 +27,16 @@ def heartbeat(
         LeaseStatus(
             task_instance_id=i,
             attempt=a,
-            directive=Directive.CONTINUE if until is not None else Directive.STOP_LEASE_LOST,
-            lease_expires_at=until,
+            directive=_directive(r),
+            lease_expires_at=r.expires_at,
         )
-        for (i, a), until in renewed.items()
+        for (i, a), r in renewed.items()
     ]
+
+
+def _directive(r: tis.Renewal) -> Directive:
+    if r.expires_at is not None:
+        return Directive.CONTINUE
+    if r.state is TaskState.REMOVED:
+        return Directive.STOP_CANCELLED
+    return Directive.STOP_LEASE_LOST

@@ -83,6 +83,8 @@ class ControlPlane:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self._timers: set[asyncio.TimerHandle] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
+        #: Called with newly queued work per queue after it commits (other replicas).
+        self.announce: Callable[[Mapping[str, int]], None] | None = None
 
     # -- plumbing --------------------------------------------------------------
     async def _shielded(self, work: Callable[[], Awaitable[T]]) -> T:
@@ -99,7 +101,7 @@ class ControlPlane:
         finished_runs: Sequence[tuple[str, RunState]] = (),
     ) -> None:
         if queued:
-            self.waker.notify(queued)
+            self._wake(queued)
         if retries:
             loop = asyncio.get_running_loop()
             now = self.clock.now()
@@ -109,11 +111,15 @@ class ControlPlane:
         if finished_runs:
             self.run_watch.finished([run_id for run_id, _ in finished_runs])
 
+    def _wake(self, queued: Mapping[str, int]) -> None:
+        self.waker.notify(queued)
+        if self.announce is not None:
+            self.announce(queued)
+
     def _wake_queue(self, queue: str) -> None:
-        self._timers = {
-            h for h in self._timers if not h.cancelled() and h.when() > asyncio.get_running_loop().time()
-        }
-        self.waker.notify({queue: 1})
+        now = asyncio.get_running_loop().time()
+        self._timers = {h for h in self._timers if not h.cancelled() and h.when() > now}
+        self._wake({queue: 1})
 
     async def drain(self) -> None:
         """Wait for shielded transactions still running (graceful shutdown)."""
@@ -268,7 +274,7 @@ class ControlPlane:
             # The caller hung up; whatever the claim took goes back to the queue.
             def give_back(done: asyncio.Future[list[Assignment]]) -> None:
                 if not done.cancelled() and done.exception() is None and done.result():
-                    release = asyncio.ensure_future(self.release(done.result()))
+                    release = asyncio.ensure_future(self.release([a.key for a in done.result()]))
                     self._inflight.add(release)
                     release.add_done_callback(self._inflight.discard)
 
@@ -286,15 +292,34 @@ class ControlPlane:
             lease=self.lease,
         )
 
-    async def release(self, assignments: Sequence[Assignment]) -> None:
-        """Give claimed attempts back to the queue (a poll nobody received)."""
-        refs = [a.key for a in assignments]
+    async def release(self, refs: Sequence[tuple[int, int]]) -> int:
+        """Give running attempts back to the queue at once (a poll nobody received,
+        or a worker shutting down); returns how many were given back."""
 
-        async def work() -> None:
+        async def work() -> int:
             queued = await self.db.write(tis.release, self.clock.now(), refs)
             self._after_commit(queued)
+            return sum(queued.values())
 
-        await self._shielded(work)
+        return await self._shielded(work)
+
+    async def sweep(self, fn: Callable[..., completion.Completion], now: datetime, *, limit: int) -> int:
+        """Run one expiry sweep (leases, start timeouts) and its wake-ups."""
+
+        async def work() -> int:
+            done = await self.db.write(fn, now, self.catalog, limit=limit)
+            self._after_commit(done.queued, done.retries, done.finished_runs)
+            return done.ended
+
+        return await self._shielded(work)
+
+    async def cancel(self, run_id: str) -> DagRun:
+        async def work() -> DagRun:
+            done = await self.db.write(completion.cancel_run, self.clock.now(), self.catalog, run_id)
+            self._after_commit(done.queued, done.retries, done.finished_runs)
+            return await self.get_run(run_id)
+
+        return await self._shielded(work)
 
     async def heartbeat(self, *, worker_id: str, running: Sequence[tuple[int, int]]) -> list[LeaseStatus]:
         return await self._shielded(

@@ -103,7 +103,10 @@ def promote(
     for task_id, decision in decisions.items():
         by_decision.setdefault(decision, []).append(task_id)
     for decision, task_ids in by_decision.items():
-        moved = tis.move(conn, now, run_pk, task_ids, _DECISION_STATE[decision])
+        deadlines = (
+            {t: tis.start_deadline(now, dag.tasks[t]) for t in task_ids} if decision is Decision.RUN else None
+        )
+        moved = tis.move(conn, now, run_pk, task_ids, _DECISION_STATE[decision], deadlines)
         if decision is Decision.RUN:
             result.queued.update(queue for _, queue in moved)
     if not result.queued:

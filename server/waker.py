@@ -58,6 +58,11 @@ class Waker:
                     woken += 1
         return woken
 
+    def nudge(self) -> int:
+        """Wake one sleeping poll per queue that has any (the safety poll)."""
+        queues = {q for w in self._waiters if not w.event.is_set() for q in w.queues}
+        return self.notify(dict.fromkeys(queues, 1))
+
     def notify_all(self) -> None:
         for waiter in self._waiters:
             waiter.event.set()

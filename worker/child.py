@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,10 +28,26 @@ from typing import IO, Any
 BASH_SKIP_EXIT_CODE = 99
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies, so no task outlives its worker."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker's own cleanup still applies
+        pass
+
+
 def main() -> None:
+    die_with_parent()
     parser = argparse.ArgumentParser(prog="weir.worker.child")
     parser.add_argument("--dags", required=True)
+    parser.add_argument("--parent", type=int, default=0)
     ns = parser.parse_args()
+    if ns.parent and os.getppid() != ns.parent:  # the worker died before we could ask
+        sys.exit(1)
 
     # Keep the real stdout for replies; send everything printed to the log pipe.
     replies = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -158,6 +175,7 @@ def _run_bash(request: dict[str, Any]) -> tuple[str, str]:
             stderr=subprocess.STDOUT,
             cwd=request.get("cwd") or tmp,
             env=env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - this process is single-threaded
         )
         assert proc.stdout is not None
         last = b""

@@ -143,6 +143,14 @@ class Connection:
         response = await self._call(self._worker.AppendLogs, request)
         return [cv.ack_status_from_proto(s) for s in response.statuses]
 
+    async def release(self, refs: Sequence[tuple[int, int]]) -> int:
+        request = wpb.ReleaseTasksRequest(
+            worker_id=self.worker_id,
+            attempts=[wpb.AttemptRef(task_instance_id=i, attempt=a) for i, a in refs],
+        )
+        response = await self._call(self._worker.ReleaseTasks, request, retry=False)
+        return int(response.released)
+
     async def close(self) -> None:
         self.closing = True
         await self._channel.close()

@@ -67,6 +67,8 @@ class Runner:
                 "weir.worker.child",
                 "--dags",
                 str(self.dags_folder),
+                "--parent",
+                str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=write_fd,

@@ -45,6 +45,8 @@ log = logging.getLogger("weir.worker")
 Key = tuple[int, int]
 T = TypeVar("T")
 
+#: Seconds a lease is assumed to end before the server's (claim latency, clock drift).
+LEASE_MARGIN = 0.5
 #: Flush a running task's log once this much output is buffered.
 LOG_FLUSH_BYTES = 256 * 1024
 LOG_FLUSH_SECONDS = 1.0
@@ -111,6 +113,8 @@ class Worker:
         #: Attempts the server told us to stop: their outcome is not reported.
         self.abandoned: set[Key] = set()
         self._log_buffers: dict[Key, bytearray] = {}
+        #: monotonic time after which a running attempt's lease may have run out
+        self.lease_deadline: dict[Key, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.limits: WorkerLimits | None = None
         self.started = asyncio.Event()
@@ -184,12 +188,8 @@ class Worker:
             await poller
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self.options.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            for key, runner in self.pool.running().items():
-                runner.kill(TaskError("WorkerShutdown", "the worker stopped before the task finished"))
-                log.warning("killed %s: shutdown grace period over", key)
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                await self._give_back(pending)
         # Let the reporter send what is left (it retries while the server is away).
         try:
             await asyncio.wait_for(self.outbox.sent.wait(), 10)
@@ -200,6 +200,23 @@ class Worker:
         await asyncio.gather(*background, return_exceptions=True)
         await self.pool.close()
         await self.conn.close()
+
+    async def _give_back(self, pending: set[asyncio.Task[None]]) -> None:
+        """Kill what is still running and hand it back: claimable again at once."""
+        leftover = list(self.pool.running())
+        for key in leftover:
+            self.abandoned.add(key)
+            self.pool.kill(key, TaskError("WorkerShutdown", "the worker stopped before the task finished"))
+        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            released = await asyncio.wait_for(self.conn.release(leftover), 10)
+            log.warning("shutdown grace period over: gave %d running tasks back to the queue", released)
+        except (WeirError, TimeoutError) as exc:
+            log.error(
+                "could not give %d tasks back (%s): they run again once their leases expire",
+                len(leftover),
+                exc,
+            )
 
     # -- poll ------------------------------------------------------------------------
     async def _poll_loop(self, stop: asyncio.Event) -> None:
@@ -219,9 +236,11 @@ class Worker:
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            lease_ends = time.monotonic() + self._lease_seconds - LEASE_MARGIN
             for a in assignments:
                 runner = self.pool.take()
                 self.held[a.key] = a
+                self.lease_deadline[a.key] = lease_ends
                 task = asyncio.create_task(self._execute(a, runner), name=f"task-{a.task_instance_id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -244,6 +263,7 @@ class Worker:
             log.exception("running %s failed", label)
             result = RunResult(Outcome.FAILED, error=TaskError("WorkerError", f"{type(exc).__name__}: {exc}"))
         tail = bytes(self._log_buffers.pop(a.key, b""))
+        self.lease_deadline.pop(a.key, None)
         elapsed = time.monotonic() - started
         if a.key in self.abandoned:
             log.warning(
@@ -305,27 +325,47 @@ class Worker:
                 self._flush_log(key)
 
     # -- heartbeat ----------------------------------------------------------------------
+    @property
+    def _lease_seconds(self) -> float:
+        assert self.limits is not None
+        return self.limits.lease.total_seconds()
+
     async def _heartbeat_loop(self) -> None:
         assert self.limits is not None
         interval = self.limits.heartbeat_interval.total_seconds()
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
-            if not self.held:
+            await asyncio.sleep(min(1.0, interval))
+            self._stop_expired()
+            if not self.held or time.monotonic() - last < interval:
                 continue
+            last = sent = time.monotonic()
             try:
-                statuses = await self.conn.heartbeat(list(self.held))
-            except WeirError as exc:
-                log.warning("heartbeat failed: %s", exc)
+                statuses = await asyncio.wait_for(self.conn.heartbeat(list(self.held)), interval)
+            except (WeirError, TimeoutError) as exc:
+                log.warning("heartbeat failed: %s", exc or "no answer in time")
                 continue
             for status in statuses:
-                if status.directive is Directive.CONTINUE:
-                    continue
                 key = (status.task_instance_id, status.attempt)
+                if status.directive is Directive.CONTINUE:
+                    if key in self.lease_deadline:
+                        self.lease_deadline[key] = sent + self._lease_seconds - LEASE_MARGIN
+                    continue
                 reason = (
                     "the task was cancelled"
                     if status.directive is Directive.STOP_CANCELLED
                     else "the lease on this attempt was lost"
                 )
-                if self.pool.kill(key, TaskError("Stopped", reason)):
-                    self.abandoned.add(key)
-                    log.warning("stopping task instance %d attempt %d: %s", key[0], key[1], reason)
+                self._stop(key, TaskError("Stopped", reason))
+
+    def _stop_expired(self) -> None:
+        """A lease we could not renew in time: another worker may run the task now, so stop ours."""
+        now = time.monotonic()
+        for key in list(self.pool.running()):
+            if self.lease_deadline.get(key, now + 1) < now:
+                self._stop(key, TaskError("LeaseExpired", "the worker could not renew its lease in time"))
+
+    def _stop(self, key: Key, reason: TaskError) -> None:
+        if self.pool.kill(key, reason):
+            self.abandoned.add(key)
+            log.warning("stopping task instance %d attempt %d: %s", key[0], key[1], reason.message)

@@ -78,6 +78,7 @@ def run_locally(
                 continue
             if report:
                 report(task_id, None)
+            # Like the server: an upstream that did not succeed passes None.
             result = _run_task(task, out.results, params, run_id)
             states[task_id] = result.state
             out.tasks[task_id] = result

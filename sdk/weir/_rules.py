@@ -94,6 +94,10 @@ def retry_delay(
     capped by `max_delay` (one day when unset).
     """
     if exponential:
-        delay = delay * (2 ** min(max(try_number - 1, 0), 32))
-        return min(delay, max_delay or timedelta(days=1))
+        cap = max_delay or timedelta(days=1)
+        if delay <= timedelta(0):
+            return timedelta(0)
+        factor = 2 ** max(try_number - 1, 0)
+        # Compare before multiplying: a large try number would overflow timedelta.
+        return cap if delay >= cap / factor else delay * factor
     return min(delay, max_delay) if max_delay is not None else delay

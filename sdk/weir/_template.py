@@ -56,14 +56,16 @@ def encode(value: Any, refs: Callable[[Any], Node | None]) -> Node:
     raise NotJSON(f"a {type(value).__name__} is not JSON-serialisable")
 
 
-def walk(node: Node) -> Iterator[Node]:
-    """Every node of a template, depth first."""
+def walk(node: Any) -> Iterator[Any]:
+    """Every node of a template, depth first (malformed ones included, not descended)."""
     yield node
-    if "list" in node:
-        for child in node["list"]:
-            yield from walk(child)
-    elif "dict" in node:
-        for child in node["dict"].values():
+    if not isinstance(node, dict):
+        return
+    children = node.get("list") if "list" in node else (node.get("dict") if "dict" in node else None)
+    if isinstance(children, dict):
+        children = list(children.values())
+    if isinstance(children, list):
+        for child in children:
             yield from walk(child)
 
 
@@ -74,7 +76,12 @@ def _roots(arguments: Mapping[str, Any]) -> Iterator[Node]:
 
 def references(arguments: Mapping[str, Any]) -> set[str]:
     """The task ids whose results the call needs."""
-    return {n["ref"] for root in _roots(arguments) for n in walk(root) if "ref" in n}
+    return {
+        n["ref"]
+        for root in _roots(arguments)
+        for n in walk(root)
+        if isinstance(n, dict) and isinstance(n.get("ref"), str)
+    }
 
 
 def check(arguments: Mapping[str, Any], upstream: set[str], params: set[str]) -> Iterator[str]:
@@ -86,22 +93,37 @@ def check(arguments: Mapping[str, Any], upstream: set[str], params: set[str]) ->
         yield "arguments: 'args' must be a list and 'kwargs' an object"
         return
     for root in _roots(arguments):
-        for node in walk(root) if isinstance(root, dict) else [root]:
-            if not isinstance(node, dict) or len(node) != 1:
+        for node in walk(root):
+            if not _well_formed(node):
                 yield f"malformed argument node {node!r}"
             elif "ref" in node and node["ref"] not in upstream:
                 yield f"argument uses the result of {node['ref']!r}, which is not an upstream task"
             elif "param" in node and node["param"] not in params:
                 yield f"argument uses param {node['param']!r}, which the DAG does not declare"
-            elif not {"value", "ref", "param", "list", "dict"} & set(node):
-                yield f"malformed argument node {node!r}"
+
+
+def _well_formed(node: Any) -> bool:
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    [(kind, value)] = node.items()
+    match kind:
+        case "value":
+            return True
+        case "ref" | "param":
+            return isinstance(value, str)
+        case "list":
+            return isinstance(value, list)
+        case "dict":
+            return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return False
 
 
 def resolve_node(node: Node, results: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
     if "value" in node:
         return node["value"]
     if "ref" in node:
-        return results[node["ref"]]
+        # An upstream that did not succeed (say, before an all_done task) has no result.
+        return results.get(node["ref"])
     if "param" in node:
         return params.get(node["param"])
     if "list" in node:

@@ -134,6 +134,10 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"run {run_id} is still {run.state} after {limit:g}s")
 
+    def cancel(self, run_id: str) -> DagRun:
+        """End a run now: waiting tasks are removed, running ones are killed by their workers."""
+        return cv.run_from_proto(self._call(self._stub.CancelDagRun, cpb.CancelDagRunRequest(run_id=run_id)))
+
     def task_instances(self, run_id: str, *, include_results: bool = False) -> list[TaskInstance]:
         request = cpb.ListTaskInstancesRequest(run_id=run_id, include_results=include_results)
         response = self._call(self._stub.ListTaskInstances, request)

@@ -79,6 +79,20 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest task result (JSON bytes) the server stores."
     )
+    sweep_seconds: float = Field(
+        default=5, gt=0, description="How often the server looks for expired leases and start timeouts."
+    )
+    safety_poll_seconds: float = Field(
+        default=2, gt=0, description="How often a waiting poll per queue looks for work missed by wake-ups."
+    )
+    db_unavailable_exit_seconds: float = Field(
+        default=60, gt=0, description="The server exits non-zero after the database is unreachable this long."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="On SIGTERM, how long a worker lets running tasks finish before giving them back.",
+    )
     db_pool_size: int = Field(
         default=6, ge=1, description="Database connections of the server (Postgres); SQLite uses one writer."
     )

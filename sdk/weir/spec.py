@@ -33,7 +33,7 @@ def check_id(kind: str, value: str) -> str | None:
         return f"{kind} must not be empty"
     if len(value) > 250:
         return f"{kind} {value[:40]!r}... is {len(value)} characters long; at most 250 are allowed"
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         return f"{kind} {value!r} may only contain letters, digits, '_', '-' and '.'"
     return None
 

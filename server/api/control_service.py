@@ -115,6 +115,12 @@ class ControlService(cgrpc.ControlServiceServicer):
         return cv.dag_info_to_proto(info)
 
     @rpc
+    async def CancelDagRun(self, request: cpb.CancelDagRunRequest, context: Ctx) -> pb.DagRun:
+        if not request.run_id:
+            raise InvalidArgument("is required", field="run_id")
+        return cv.run_to_proto(await self.plane.cancel(request.run_id))
+
+    @rpc
     async def UnpauseDag(self, request: cpb.UnpauseDagRequest, context: Ctx) -> pb.DagSummary:
         info = await self.plane.set_paused(validate.required_id(request.dag_id, "dag_id"), False)
         return cv.dag_info_to_proto(info)

@@ -90,3 +90,10 @@ class WorkerService(wgrpc.WorkerServiceServicer):
         chunks = [LogChunk(c.task_instance_id, c.attempt, c.data) for c in request.chunks]
         statuses = await self.plane.append_logs(chunks) if chunks else []
         return wpb.AppendLogsResponse(statuses=[cv.ack_status_to_proto(s) for s in statuses])
+
+    @rpc
+    async def ReleaseTasks(self, request: wpb.ReleaseTasksRequest, context: Ctx) -> wpb.ReleaseTasksResponse:
+        validate.required_id(request.worker_id, "worker_id")
+        refs = [(r.task_instance_id, r.attempt) for r in request.attempts]
+        released = await self.plane.release(refs) if refs else 0
+        return wpb.ReleaseTasksResponse(released=released)

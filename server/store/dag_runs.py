@@ -132,11 +132,18 @@ def mark_running(conn: Connection, now: datetime, pk: int) -> bool:
     return result.rowcount == 1
 
 
-def finish(conn: Connection, now: datetime, pk: int, state: RunState) -> bool:
-    """Move a running run to success or failed; False when it was not running."""
+def finish(
+    conn: Connection,
+    now: datetime,
+    pk: int,
+    state: RunState,
+    *,
+    from_states: Sequence[RunState] = (RunState.RUNNING,),
+) -> bool:
+    """End a run as success or failed; False when it was not in one of `from_states`."""
     result = conn.execute(
         update(dag_runs)
-        .where(dag_runs.c.id == pk, dag_runs.c.state == RunState.RUNNING)
+        .where(dag_runs.c.id == pk, dag_runs.c.state.in_([s.value for s in from_states]))
         .values(state=state, ended_at=now)
     )
     return result.rowcount == 1

@@ -14,18 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _WRITE = "weir_write"
+TRANSIENT_RETRIES = 3
+log = logging.getLogger("weir.server.db")
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """Lost connections, restarts, deadlock victims, a locked SQLite file."""
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
 
 
 def normalise_url(url: str) -> str:
@@ -79,6 +89,8 @@ class Database:
         self.dialect = self.engine.dialect.name
         threads = 1 if self.is_sqlite else pool_size
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="weir-db")
+        #: monotonic time of the first failure of the current outage, None when healthy
+        self.unavailable_since: float | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -86,12 +98,38 @@ class Database:
 
     # -- synchronous (CLI, tests, migrations) ----------------------------------
     def write_sync(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
-            return fn(conn, *args, **kwargs)
+        return self._transaction(True, fn, *args, **kwargs)
 
     def read_sync(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        with self.engine.connect() as conn, conn.begin():
-            return fn(conn, *args, **kwargs)
+        return self._transaction(False, fn, *args, **kwargs)
+
+    def _transaction(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn in a transaction, again on a fresh connection if the first one died.
+
+        A killed connection (pg_terminate_backend, a Postgres restart, a
+        deadlock victim) rolls the transaction back, so running it again is
+        safe; every transition is guarded by state, so even a commit that
+        succeeded before the connection broke is not applied twice.
+        """
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                conn = self.engine.connect()
+                if write:
+                    conn = conn.execution_options(**{_WRITE: True})
+                with conn, conn.begin():
+                    result = fn(conn, *args, **kwargs)
+                self.unavailable_since = None
+                return result
+            except DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
+                if self.unavailable_since is None:
+                    self.unavailable_since = time.monotonic()
+                if attempt == TRANSIENT_RETRIES:
+                    raise
+                log.info("retrying a transaction after %s", type(exc.orig).__name__)
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
 
     # -- from the event loop -------------------------------------------------------
     async def write(
@@ -108,6 +146,12 @@ class Database:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         return await loop.run_in_executor(self._executor, lambda: ctx.run(runner, *args, **kwargs))
+
+    def ping(self) -> None:
+        """Raise unless the database answers now."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        self.unavailable_since = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -108,6 +108,8 @@ task_instances = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
+    # A task still waiting to start at this time fails (schedule_to_start_timeout).
+    Column("start_deadline", UTCDateTime, nullable=True),
     Column("worker_id", ID, nullable=True),
     # JSON text of the return value; NULL until the task succeeds.
     Column("result", Text, nullable=True),
@@ -124,6 +126,12 @@ task_instances = Table(
         "available_at",
         postgresql_where=text("state IN ('queued', 'up_for_retry')"),
         sqlite_where=text("state IN ('queued', 'up_for_retry')"),
+    ),
+    Index(
+        "ix_task_instances_start_deadline",
+        "start_deadline",
+        postgresql_where=text("start_deadline IS NOT NULL"),
+        sqlite_where=text("start_deadline IS NOT NULL"),
     ),
     Index(
         "ix_task_instances_leased",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,12 @@ CLAIMABLE = (TaskState.QUEUED.value, TaskState.UP_FOR_RETRY.value)
 
 
 # -- creation -----------------------------------------------------------------
+
+
+def start_deadline(available_at: datetime, task: TaskSpec) -> datetime | None:
+    """When a task that becomes claimable at `available_at` fails for not having started."""
+    timeout = task.schedule_to_start_timeout
+    return None if timeout is None else available_at + timeout
 
 
 def create_for_run(
@@ -56,6 +62,7 @@ def create_for_run(
                 "max_tries": t.max_tries,
                 "available_at": now if is_ready else None,
                 "queued_at": now if is_ready else None,
+                "start_deadline": start_deadline(now, t) if is_ready else None,
             }
         )
     if rows:
@@ -106,6 +113,7 @@ def claim(
             started_at=now,
             ended_at=None,
             lease_expires_at=now + lease,
+            start_deadline=None,
         )
         .returning(
             ti.c.id,
@@ -139,26 +147,31 @@ class Current:
     max_tries: int
     worker_id: str | None
     started_at: datetime | None
+    lease_expires_at: datetime | None = None
+    start_deadline: datetime | None = None
 
 
-def current(conn: Connection, ids: Iterable[int]) -> dict[int, Current]:
+def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict[int, Current]:
+    """The rows of these task instances; with `lock`, locked until commit (Postgres)."""
     wanted = list(set(ids))
     if not wanted:
         return {}
-    rows = conn.execute(
-        select(
-            ti.c.id,
-            ti.c.run_pk,
-            ti.c.task_id,
-            ti.c.queue,
-            ti.c.state,
-            ti.c.attempt,
-            ti.c.try_number,
-            ti.c.max_tries,
-            ti.c.worker_id,
-            ti.c.started_at,
-        ).where(ti.c.id.in_(wanted))
-    )
+    query = select(
+        ti.c.id,
+        ti.c.run_pk,
+        ti.c.task_id,
+        ti.c.queue,
+        ti.c.state,
+        ti.c.attempt,
+        ti.c.try_number,
+        ti.c.max_tries,
+        ti.c.worker_id,
+        ti.c.started_at,
+        ti.c.lease_expires_at,
+        ti.c.start_deadline,
+    ).where(ti.c.id.in_(wanted))
+    if lock:
+        query = query.order_by(ti.c.id).with_for_update()
     return {
         r.id: Current(
             r.id,
@@ -171,8 +184,10 @@ def current(conn: Connection, ids: Iterable[int]) -> dict[int, Current]:
             r.max_tries,
             r.worker_id,
             r.started_at,
+            r.lease_expires_at,
+            r.start_deadline,
         )
-        for r in rows
+        for r in conn.execute(query)
     }
 
 
@@ -186,6 +201,7 @@ class AttemptEnd:
     result: str | None = None  # JSON text
     error: TaskError | None = None
     available_at: datetime | None = None  # when a retry becomes claimable
+    start_deadline: datetime | None = None  # of that retry
 
 
 def _error_json(error: TaskError | None) -> str | None:
@@ -211,6 +227,7 @@ _END = (
         result=bindparam("b_result"),
         error=bindparam("b_error"),
         available_at=bindparam("b_available_at"),
+        start_deadline=bindparam("b_start_deadline"),
         ended_at=bindparam("b_ended_at"),
         lease_expires_at=None,
     )
@@ -235,6 +252,7 @@ def end_attempts(conn: Connection, now: datetime, ends: Sequence[AttemptEnd], by
                 "b_result": e.result,
                 "b_error": _error_json(e.error),
                 "b_available_at": e.available_at,
+                "b_start_deadline": e.start_deadline,
                 "b_ended_at": now,
             }
             for e in ends
@@ -286,27 +304,36 @@ def states(conn: Connection, run_pk: int, task_ids: Iterable[str] | None = None)
 
 
 def move(
-    conn: Connection, now: datetime, run_pk: int, task_ids: Iterable[str], to: TaskState
+    conn: Connection,
+    now: datetime,
+    run_pk: int,
+    task_ids: Iterable[str],
+    to: TaskState,
+    deadlines: Mapping[str, datetime | None] | None = None,
 ) -> list[tuple[str, str]]:
     """Move waiting (`none`) tasks of a run to queued, upstream_failed or skipped.
 
-    Returns (task_id, queue) of the rows moved.
+    `deadlines` gives queued tasks their start deadline. One statement per
+    distinct deadline (usually one: none). Returns (task_id, queue) moved.
     """
-    wanted = list(set(task_ids))
-    if not wanted:
-        return []
-    values: dict[str, Any] = {"state": to}
-    if to is TaskState.QUEUED:
-        values.update(queued_at=now, available_at=now)
-    else:
-        values.update(ended_at=now)
-    rows = conn.execute(
-        update(ti)
-        .where(ti.c.run_pk == run_pk, ti.c.task_id.in_(wanted), ti.c.state == TaskState.NONE)
-        .values(**values)
-        .returning(ti.c.task_id, ti.c.queue)
-    )
-    return [(r.task_id, r.queue) for r in rows]
+    groups: dict[datetime | None, list[str]] = {}
+    for task_id in set(task_ids):
+        groups.setdefault((deadlines or {}).get(task_id), []).append(task_id)
+    moved: list[tuple[str, str]] = []
+    for deadline, wanted in groups.items():
+        values: dict[str, Any] = {"state": to}
+        if to is TaskState.QUEUED:
+            values.update(queued_at=now, available_at=now, start_deadline=deadline)
+        else:
+            values.update(ended_at=now)
+        rows = conn.execute(
+            update(ti)
+            .where(ti.c.run_pk == run_pk, ti.c.task_id.in_(wanted), ti.c.state == TaskState.NONE)
+            .values(**values)
+            .returning(ti.c.task_id, ti.c.queue)
+        )
+        moved.extend((r.task_id, r.queue) for r in rows)
+    return moved
 
 
 def has_unfinished(conn: Connection, run_pk: int) -> bool:
@@ -348,10 +375,16 @@ _RENEW = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    expires_at: datetime | None  # None: not renewed, the attempt is not current
+    state: TaskState | None  # the task's state, when the attempt is still its latest
+
+
 def renew_leases(
     conn: Connection, now: datetime, refs: Sequence[tuple[int, int]], lease: timedelta
-) -> dict[tuple[int, int], datetime | None]:
-    """Extend the leases of current attempts; (id, attempt) -> new expiry, None when not current."""
+) -> dict[tuple[int, int], Renewal]:
+    """Extend the leases of current attempts, and say what became of the others."""
     if not refs:
         return {}
     until = now + lease
@@ -359,8 +392,13 @@ def renew_leases(
     rows = conn.execute(
         select(ti.c.id, ti.c.attempt, ti.c.state).where(ti.c.id.in_([i for i, _ in refs]))
     ).all()
-    live = {(r.id, r.attempt) for r in rows if r.state == TaskState.RUNNING}
-    return {ref: (until if ref in live else None) for ref in refs}
+    latest = {r.id: (r.attempt, TaskState(r.state)) for r in rows}
+    out = {}
+    for i, a in refs:
+        attempt, state = latest.get(i, (None, None))
+        live = attempt == a and state is TaskState.RUNNING
+        out[(i, a)] = Renewal(until if live else None, state if attempt == a else None)
+    return out
 
 
 # -- reads for the control API ------------------------------------------------------
@@ -455,9 +493,91 @@ def release(conn: Connection, now: datetime, refs: Sequence[tuple[int, int]]) ->
                 lease_expires_at=None,
                 started_at=None,
                 available_at=now,
+                start_deadline=None,
             )
             .returning(ti.c.queue)
         ).first()
         if row is not None:
             queued[row.queue] += 1
     return queued
+
+
+# -- expiry sweeps --------------------------------------------------------------------
+
+
+def expired_leases(conn: Connection, now: datetime, limit: int) -> list[int]:
+    """Running task instances whose lease ran out (oldest first)."""
+    rows = conn.execute(
+        select(ti.c.id)
+        .where(ti.c.state == TaskState.RUNNING, ti.c.lease_expires_at < now)
+        .order_by(ti.c.lease_expires_at)
+        .limit(limit)
+    )
+    return [r.id for r in rows]
+
+
+def past_start_deadline(conn: Connection, now: datetime, limit: int) -> list[int]:
+    """Claimable task instances that waited longer than their schedule_to_start_timeout."""
+    rows = conn.execute(
+        select(ti.c.id)
+        .where(ti.c.start_deadline < now, ti.c.state.in_(CLAIMABLE))
+        .order_by(ti.c.start_deadline)
+        .limit(limit)
+    )
+    return [r.id for r in rows]
+
+
+_FAIL_WAITING = (
+    update(ti)
+    .where(ti.c.id == bindparam("b_id"), ti.c.state.in_(CLAIMABLE))
+    .values(
+        state=TaskState.FAILED, error=bindparam("b_error"), ended_at=bindparam("b_now"), start_deadline=None
+    )
+)
+
+
+def fail_waiting(conn: Connection, now: datetime, items: Sequence[tuple[int, TaskError]]) -> None:
+    """Fail claimable task instances that never started (the caller locked their runs)."""
+    if items:
+        conn.execute(_FAIL_WAITING, [{"b_id": i, "b_error": _error_json(e), "b_now": now} for i, e in items])
+
+
+def remove_unfinished(conn: Connection, now: datetime, run_pk: int, error: TaskError) -> list[Current]:
+    """Mark every unfinished task instance of a run `removed` (cancellation).
+
+    Returns the attempts that were running; their ends are recorded here too.
+    """
+    running = [
+        r.id
+        for r in conn.execute(select(ti.c.id).where(ti.c.run_pk == run_pk, ti.c.state == TaskState.RUNNING))
+    ]
+    was_running = current(conn, running)
+    conn.execute(
+        update(ti)
+        .where(ti.c.run_pk == run_pk, ti.c.state.in_([s.value for s in UNFINISHED_TASK_STATES]))
+        .values(
+            state=TaskState.REMOVED,
+            ended_at=now,
+            lease_expires_at=None,
+            start_deadline=None,
+            error=_error_json(error),
+        )
+    )
+    if was_running:
+        conn.execute(
+            insert(task_attempts),
+            [
+                {
+                    "ti_id": c.id,
+                    "attempt": c.attempt,
+                    "try_number": c.try_number,
+                    "worker_id": c.worker_id,
+                    "started_at": c.started_at,
+                    "ended_at": now,
+                    "outcome": TaskState.REMOVED.value,
+                    "error": _error_json(error),
+                }
+                for c in was_running.values()
+            ],
+        )
+    return list(was_running.values())

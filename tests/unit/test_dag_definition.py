@@ -9,6 +9,7 @@ import pytest
 
 from weir import DAG, BashTask, DagDefinitionError, PythonTask, TriggerRule, bash_task, dag, task
 from weir.dag import ParamRef, collect_dags, current_dag
+from weir.spec import BashCommand, PythonCall
 from weir.tasks import Task
 
 
@@ -304,8 +305,10 @@ def test_bash_task_is_a_bash_spec() -> None:
     assert isinstance(t, BashTask)
     spec = d.to_spec().task("b")
     assert spec.kind == "bash"
-    assert spec.body.command == "echo hi"  # type: ignore[union-attr]
-    assert dict(spec.body.env) == {"A": "1"}  # type: ignore[union-attr]
+    assert isinstance(spec.body, BashCommand)
+    assert spec.body.command == "echo hi"
+    assert dict(spec.body.env) == {"A": "1"}
+    assert spec.body.cwd == "/tmp"
 
 
 def test_python_task_spec_names_its_callable() -> None:
@@ -319,10 +322,10 @@ def test_python_task_spec_names_its_callable() -> None:
 
     spec = callables().to_spec().task("work")
     assert spec.kind == "python"
-    assert spec.body.callable.endswith(
-        ":test_python_task_spec_names_its_callable.<locals>.callables.<locals>.work"
-    )  # type: ignore[union-attr]
-    assert spec.body.callable.startswith(__name__ + ":")  # type: ignore[union-attr]
+    assert isinstance(spec.body, PythonCall)
+    module, qualname = spec.body.callable.split(":")
+    assert module == __name__
+    assert qualname == "test_python_task_spec_names_its_callable.<locals>.callables.<locals>.work"
     assert spec.doc == "Does the work."
 
 
@@ -432,7 +435,7 @@ def test_unknown_trigger_rule_lists_the_valid_rules() -> None:
 def test_unknown_trigger_rule_on_a_task_decorator() -> None:
     @dag
     def decorated_rules() -> None:
-        @task(trigger_rule="nope")  # type: ignore[arg-type]
+        @task(trigger_rule="nope")
         def t() -> None:
             return None
 
@@ -452,7 +455,7 @@ def test_unknown_task_option() -> None:
 def test_unknown_task_decorator_option() -> None:
     with pytest.raises(DagDefinitionError, match="@task 'f': unknown option 'colour'"):
 
-        @task(colour="blue")  # type: ignore[call-overload]
+        @task(colour="blue")  # type: ignore[call-overload,untyped-decorator]
         def f() -> None:
             return None
 

@@ -18,8 +18,9 @@ from weir.states import RunState, TaskState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped output (grep, scripts) keeps each row on one line whatever its length.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 1000)
 
 STATE_STYLE = {
     TaskState.SUCCESS: "green",

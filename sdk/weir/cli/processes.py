@@ -80,6 +80,7 @@ def worker_options(
         poll_wait=s.poll_wait_seconds,
         token=s.token.get_secret_value() if s.token else None,
         worker_id=worker_id or default_worker_id(),
+        shutdown_grace=s.shutdown_grace_seconds,
     )
 
 

@@ -90,6 +90,11 @@ class ControlServiceStub:
                 request_serializer=weir_dot_v1_dot_control__pb2.UnpauseDagRequest.SerializeToString,
                 response_deserializer=weir_dot_v1_dot_types__pb2.DagSummary.FromString,
                 _registered_method=True)
+        self.CancelDagRun = channel.unary_unary(
+                '/weir.v1.ControlService/CancelDagRun',
+                request_serializer=weir_dot_v1_dot_control__pb2.CancelDagRunRequest.SerializeToString,
+                response_deserializer=weir_dot_v1_dot_types__pb2.DagRun.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -168,6 +173,15 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelDagRun(self, request, context):
+        """End a run now: waiting tasks are removed, running attempts are told to
+        stop at their next heartbeat. The run ends failed. FAILED_PRECONDITION
+        when it already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +239,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.UnpauseDag,
                     request_deserializer=weir_dot_v1_dot_control__pb2.UnpauseDagRequest.FromString,
                     response_serializer=weir_dot_v1_dot_types__pb2.DagSummary.SerializeToString,
+            ),
+            'CancelDagRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelDagRun,
+                    request_deserializer=weir_dot_v1_dot_control__pb2.CancelDagRunRequest.FromString,
+                    response_serializer=weir_dot_v1_dot_types__pb2.DagRun.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +543,33 @@ class ControlService:
             '/weir.v1.ControlService/UnpauseDag',
             weir_dot_v1_dot_control__pb2.UnpauseDagRequest.SerializeToString,
             weir_dot_v1_dot_types__pb2.DagSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelDagRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weir.v1.ControlService/CancelDagRun',
+            weir_dot_v1_dot_control__pb2.CancelDagRunRequest.SerializeToString,
+            weir_dot_v1_dot_types__pb2.DagRun.FromString,
             options,
             channel_credentials,
             insecure,

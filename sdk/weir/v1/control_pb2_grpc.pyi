@@ -57,6 +57,11 @@ class ControlServiceStub:
     """Stop starting new runs of a DAG. Runs already running carry on."""
     UnpauseDag: _grpc.UnaryUnaryMultiCallable[_control_pb2.UnpauseDagRequest, _types_pb2.DagSummary]
     """Start queued runs again."""
+    CancelDagRun: _grpc.UnaryUnaryMultiCallable[_control_pb2.CancelDagRunRequest, _types_pb2.DagRun]
+    """End a run now: waiting tasks are removed, running attempts are told to
+    stop at their next heartbeat. The run ends failed. FAILED_PRECONDITION
+    when it already ended.
+    """
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
@@ -81,6 +86,11 @@ class ControlServiceAsyncStub(ControlServiceStub):
     """Stop starting new runs of a DAG. Runs already running carry on."""
     UnpauseDag: _aio.UnaryUnaryMultiCallable[_control_pb2.UnpauseDagRequest, _types_pb2.DagSummary]  # type: ignore[assignment]
     """Start queued runs again."""
+    CancelDagRun: _aio.UnaryUnaryMultiCallable[_control_pb2.CancelDagRunRequest, _types_pb2.DagRun]  # type: ignore[assignment]
+    """End a run now: waiting tasks are removed, running attempts are told to
+    stop at their next heartbeat. The run ends failed. FAILED_PRECONDITION
+    when it already ended.
+    """
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -168,5 +178,16 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_types_pb2.DagSummary, _abc.Awaitable[_types_pb2.DagSummary]]:
         """Start queued runs again."""
+
+    @_abc_1.abstractmethod
+    def CancelDagRun(
+        self,
+        request: _control_pb2.CancelDagRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_types_pb2.DagRun, _abc.Awaitable[_types_pb2.DagRun]]:
+        """End a run now: waiting tasks are removed, running attempts are told to
+        stop at their next heartbeat. The run ends failed. FAILED_PRECONDITION
+        when it already ended.
+        """
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

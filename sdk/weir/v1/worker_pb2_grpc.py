@@ -64,6 +64,11 @@ class WorkerServiceStub:
                 request_serializer=weir_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
                 response_deserializer=weir_dot_v1_dot_worker__pb2.AppendLogsResponse.FromString,
                 _registered_method=True)
+        self.ReleaseTasks = channel.unary_unary(
+                '/weir.v1.WorkerService/ReleaseTasks',
+                request_serializer=weir_dot_v1_dot_worker__pb2.ReleaseTasksRequest.SerializeToString,
+                response_deserializer=weir_dot_v1_dot_worker__pb2.ReleaseTasksResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -114,6 +119,14 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseTasks(self, request, context):
+        """Give running attempts back (a worker shutting down): they become
+        claimable again at once, and the try does not count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +159,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.AppendLogs,
                     request_deserializer=weir_dot_v1_dot_worker__pb2.AppendLogsRequest.FromString,
                     response_serializer=weir_dot_v1_dot_worker__pb2.AppendLogsResponse.SerializeToString,
+            ),
+            'ReleaseTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseTasks,
+                    request_deserializer=weir_dot_v1_dot_worker__pb2.ReleaseTasksRequest.FromString,
+                    response_serializer=weir_dot_v1_dot_worker__pb2.ReleaseTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +328,33 @@ class WorkerService:
             '/weir.v1.WorkerService/AppendLogs',
             weir_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
             weir_dot_v1_dot_worker__pb2.AppendLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weir.v1.WorkerService/ReleaseTasks',
+            weir_dot_v1_dot_worker__pb2.ReleaseTasksRequest.SerializeToString,
+            weir_dot_v1_dot_worker__pb2.ReleaseTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

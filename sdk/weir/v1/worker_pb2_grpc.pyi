@@ -56,6 +56,10 @@ class WorkerServiceStub:
     """Report several outcomes in one call; each gets its own acknowledgement."""
     AppendLogs: _grpc.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]
     """Append captured output to the logs of running attempts."""
+    ReleaseTasks: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReleaseTasksRequest, _worker_pb2.ReleaseTasksResponse]
+    """Give running attempts back (a worker shutting down): they become
+    claimable again at once, and the try does not count.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -78,6 +82,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Report several outcomes in one call; each gets its own acknowledgement."""
     AppendLogs: _aio.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]  # type: ignore[assignment]
     """Append captured output to the logs of running attempts."""
+    ReleaseTasks: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReleaseTasksRequest, _worker_pb2.ReleaseTasksResponse]  # type: ignore[assignment]
+    """Give running attempts back (a worker shutting down): they become
+    claimable again at once, and the try does not count.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -133,5 +141,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.AppendLogsResponse, _abc.Awaitable[_worker_pb2.AppendLogsResponse]]:
         """Append captured output to the logs of running attempts."""
+
+    @_abc_1.abstractmethod
+    def ReleaseTasks(
+        self,
+        request: _worker_pb2.ReleaseTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ReleaseTasksResponse, _abc.Awaitable[_worker_pb2.ReleaseTasksResponse]]:
+        """Give running attempts back (a worker shutting down): they become
+        claimable again at once, and the try does not count.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
