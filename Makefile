@@ -24,11 +24,11 @@ lint: $(STAMP) ## ruff, mypy and the import boundaries
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint ## lint, then the whole suite (Postgres tests need WEIR_TEST_DATABASE_URL)
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: lint test-fast ## lint, then the whole suite (Postgres tests need WEIR_TEST_DATABASE_URL)
 
-test-fast: $(STAMP) ## the suite without lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+test-fast: $(STAMP) ## the suite without lint: in parallel, then the fault-injection suite alone
+	$(BIN)/pytest -n 2 -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run the benchmarks and write bench/RESULTS.md
 	$(BIN)/python -m bench

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import psycopg
 from sqlalchemy.engine import make_url
 
+from weir.server.store.db import APPLICATION_NAME
 from weir.server.waker import Waker
 
 log = logging.getLogger("weir.server.notify")
@@ -27,7 +28,9 @@ CHANNEL = "weir_queued"
 
 
 def conninfo(sqlalchemy_url: str) -> str:
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url = make_url(sqlalchemy_url).set(drivername="postgresql")
+    url = url.update_query_dict({"application_name": APPLICATION_NAME})
+    return url.render_as_string(hide_password=False)
 
 
 def encode(replica: str, counts: Mapping[str, int]) -> str:

@@ -343,6 +343,7 @@ def task(
     `schedule_to_start_timeout`, `queue`, `pool`, `priority`, `doc`. A DAG's
     `default_args` supplies the options a task does not set.
     """
+
     def wrap(f: Callable[..., Any]) -> TaskFunction:
         check_options(options, where=f"@task {task_id or f.__name__!r}")
         return TaskFunction(f, task_id, options)

@@ -29,6 +29,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _WRITE = "weir_write"
+APPLICATION_NAME = "weir-server"
 TRANSIENT_RETRIES = 3
 log = logging.getLogger("weir.server.db")
 
@@ -57,7 +58,14 @@ def make_engine(url: str, *, pool_size: int = 6) -> Engine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
-    return create_engine(url, pool_size=pool_size, max_overflow=2, pool_recycle=3600)
+    # Named connections: operators (and the fault tests) can tell the server's sessions apart.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_recycle=3600,
+        connect_args={"application_name": APPLICATION_NAME},
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:

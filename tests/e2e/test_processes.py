@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,95 @@ def test_standalone_migrates_and_runs_the_examples(tmp_path: Path) -> None:
         client.close()
         code = proc.stop()
     assert code == 0, proc.output()
+
+
+GIVE_BACK_DAG = textwrap.dedent(
+    """
+    import os, time
+    from weir import dag, task
+
+    @dag
+    def handoff():
+        @task
+        def job():
+            if os.environ.get("WEIR_TEST_SLOW"):
+                time.sleep(120)
+            return os.getpid()
+        job()
+
+    handoff()
+    """
+)
+
+
+def test_a_stopping_worker_gives_unfinished_tasks_back_at_once(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "handoff.py").write_text(GIVE_BACK_DAG)
+    db = f"sqlite:///{tmp_path / 'weir.db'}"
+    cluster = start_cluster(db, tmp_path, dags)  # its first worker is not slow: stop it
+    wait_until(lambda: "slots on queues" in cluster.workers[0].output(), what="first worker up")
+    assert cluster.workers[0].stop() == 0
+    slow = spawn(
+        "slow-worker",
+        ["worker", "--dags", str(dags), "--server", cluster.address],
+        tmp_path,
+        {"WEIR_TEST_SLOW": "1", "WEIR_SHUTDOWN_GRACE_SECONDS": "1"},
+    )
+    cluster.workers.append(slow)
+    try:
+        client = cluster.client
+        wait_until(client.list_dags, what="DAG registered")
+        run = client.trigger("handoff")
+        wait_until(lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="running")
+        stopped_at = time.monotonic()
+        slow.signal(signal.SIGTERM)
+        assert slow.popen.wait(30) == 0, slow.output()
+        # Back in the queue well before its 30 s lease could have expired.
+        wait_until(lambda: client.task_instances(run.run_id)[0].state is TaskState.QUEUED, timeout=10)
+        assert time.monotonic() - stopped_at < 15
+        assert "gave 1 running tasks back" in slow.output()
+        cluster.add_worker(dags)
+        final = client.wait(run.run_id, timeout=30)
+        [ti] = client.task_instances(run.run_id)
+        assert final.state is RunState.SUCCESS
+        assert ti.try_number == 1  # a given-back attempt is not a failed try
+    finally:
+        stop_all(cluster)
+
+
+def test_cancelling_a_run_kills_its_running_task(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "handoff.py").write_text(GIVE_BACK_DAG)
+    db = f"sqlite:///{tmp_path / 'weir.db'}"
+    subprocess.run([WEIR, "db", "upgrade", "--db", db], check=True, capture_output=True)
+    port = free_port()
+    env = {"WEIR_TEST_SLOW": "1", "WEIR_HEARTBEAT_SECONDS": "1"}
+    server = spawn(
+        "server", ["server", "--db", db, "--port", str(port), "--bind", "127.0.0.1"], tmp_path, env
+    )
+    address = f"127.0.0.1:{port}"
+    client = Client(address, timeout=10)
+    wait_until(lambda: client.list_dags() is not None, what="server up")
+    worker = spawn("worker", ["worker", "--dags", str(dags), "--server", address], tmp_path, env)
+    cluster = Cluster(server, [worker], address, client, tmp_path, db)
+    try:
+        wait_until(client.list_dags, what="DAG registered")
+        run = client.trigger("handoff")
+        wait_until(lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="running")
+        out = subprocess.run(
+            [WEIR, "runs", "cancel", run.run_id, "--server", address],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert out.returncode == 0 and "cancelled" in out.stdout, out.stderr
+        [ti] = client.task_instances(run.run_id)
+        assert (client.get_run(run.run_id).state, ti.state) == (RunState.FAILED, TaskState.REMOVED)
+        wait_until(
+            lambda: "the task was cancelled" in worker.output(), timeout=15, what="worker stops the task"
+        )
+        assert worker.alive()
+    finally:
+        stop_all(cluster)

@@ -141,5 +141,16 @@ def wait_cmd(ctx: click.Context, run_id: str, timeout: float | None, server: str
         raise SystemExit(1)
 
 
+@runs_group.command("cancel")
+@click.argument("run_id")
+@server_option
+@click.pass_context
+def cancel_cmd(ctx: click.Context, run_id: str, server: str | None) -> None:
+    """End RUN_ID now: waiting tasks are removed, running ones are killed by their workers."""
+    with _client(ctx, server) as client:
+        run = client.cancel(run_id)
+    console.print(f"run [bold]{run.run_id}[/] cancelled: {styled(run.state)}")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(runs_group)
