@@ -350,3 +350,38 @@ def test_cancelling_a_run_kills_its_running_task(tmp_path: Path) -> None:
         assert worker.alive()
     finally:
         stop_all(cluster)
+
+
+def test_a_worker_that_cannot_renew_its_lease_stops_the_task_itself(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "handoff.py").write_text(GIVE_BACK_DAG)
+    db = f"sqlite:///{tmp_path / 'weir.db'}"
+    subprocess.run([WEIR, "db", "upgrade", "--db", db], check=True, capture_output=True)
+    port = free_port()
+    env = {"WEIR_TEST_SLOW": "1", "WEIR_LEASE_SECONDS": "3", "WEIR_HEARTBEAT_SECONDS": "1"}
+    server = spawn("server", ["server", "--db", db, "--port", str(port), "--bind", "127.0.0.1"], tmp_path, env)
+    address = f"127.0.0.1:{port}"
+    client = Client(address, timeout=10)
+    wait_until(lambda: client.list_dags() is not None, what="server up")
+    worker = spawn("worker", ["worker", "--dags", str(dags), "--server", address], tmp_path, env)
+    cluster = Cluster(server, [worker], address, client, tmp_path, db)
+    try:
+        wait_until(client.list_dags, what="DAG registered")
+        run = client.trigger("handoff")
+        wait_until(lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="running")
+        server.signal(signal.SIGSTOP)  # the server hangs: heartbeats go unanswered
+        try:
+            wait_until(
+                lambda: "could not renew its lease in time" in worker.output(), timeout=15, what="local expiry"
+            )
+        finally:
+            server.signal(signal.SIGCONT)
+        assert worker.alive()
+        # Once the server is back its reaper ends the attempt too; the task had no retries.
+        final = client.wait(run.run_id, timeout=30)
+        [ti] = client.task_instances(run.run_id)
+        assert final.state is RunState.FAILED
+        assert ti.error is not None and ti.error.type == "LeaseExpired"
+    finally:
+        stop_all(cluster)
