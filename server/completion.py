@@ -211,6 +211,19 @@ def _promote(
 # -- sweeps ---------------------------------------------------------------------------
 
 
+def _lock_candidates(
+    conn: Connection, candidates: list[int]
+) -> tuple[dict[int, dag_runs.RunRow], dict[int, tis.Current]]:
+    """Lock the candidates' runs, then the candidates, and read them again.
+
+    A sweep's candidates were read unlocked; what counts is their state once
+    locked (a heartbeat or report may have got there first). Locking the task
+    rows too makes a heartbeat renewing one of them wait, then find it ended.
+    """
+    locked = dag_runs.lock_for_tasks(conn, candidates)
+    return locked, tis.current(conn, candidates, lock=True)
+
+
 def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
     """End attempts whose lease ran out: the worker is presumed dead or cut off.
 
@@ -221,9 +234,7 @@ def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: i
     candidates = tis.expired_leases(conn, now, limit)
     if not candidates:
         return done
-    locked = dag_runs.lock_for_tasks(conn, candidates)
-    # Locked too: a heartbeat renewing one of these now waits, then finds it ended.
-    current = tis.current(conn, candidates, lock=True)
+    locked, current = _lock_candidates(conn, candidates)
     ends = []
     for c in current.values():
         if c.state is not TaskState.RUNNING or c.lease_expires_at is None or c.lease_expires_at >= now:
@@ -245,8 +256,7 @@ def time_out_waiting(conn: Connection, now: datetime, catalog: Catalog, *, limit
     candidates = tis.past_start_deadline(conn, now, limit)
     if not candidates:
         return done
-    locked = dag_runs.lock_for_tasks(conn, candidates)
-    current = tis.current(conn, candidates, lock=True)
+    locked, current = _lock_candidates(conn, candidates)
     failed: list[tuple[int, TaskError]] = []
     finished: dict[int, list[str]] = defaultdict(list)
     for c in current.values():

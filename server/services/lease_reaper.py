@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from weir.server import completion
-from weir.server.plane import ControlPlane
-from weir.server.services.base import Service
-
-BATCH = 500
+from weir.server.services.sweep import Sweep
 
 
-class LeaseReaper(Service):
+class LeaseReaper(Sweep):
     name = "lease-reaper"
-
-    def __init__(self, plane: ControlPlane, interval: float) -> None:
-        super().__init__(plane.clock, interval)
-        self.plane = plane
-
-    async def tick(self, now: datetime) -> int:
-        return await self.plane.sweep(completion.expire_leases, now, limit=BATCH)
-
-    def more_work(self, done: int) -> bool:
-        return done >= BATCH
+    sweep = staticmethod(completion.expire_leases)

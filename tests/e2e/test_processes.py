@@ -42,18 +42,32 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.output()}" for p in [self.server, *self.workers])
 
 
-def start_cluster(db_url: str, tmp: Path, dags: Path, *worker_args: str) -> Cluster:
+def start_cluster(
+    db_url: str, tmp: Path, dags: Path, *worker_args: str, env: dict[str, str] | None = None
+) -> Cluster:
+    """`weir db upgrade`, a server on a free port, and one worker on `dags`."""
     upgrade = subprocess.run(
         [WEIR, "db", "upgrade", "--db", db_url], capture_output=True, text=True, check=False
     )
     assert upgrade.returncode == 0, upgrade.stderr + upgrade.stdout
     port = free_port()
-    server = spawn("server", ["server", "--db", db_url, "--port", str(port), "--bind", "127.0.0.1"], tmp)
+    server = spawn("server", ["server", "--db", db_url, "--port", str(port), "--bind", "127.0.0.1"], tmp, env)
     address = f"127.0.0.1:{port}"
     client = Client(address, timeout=10)
     wait_until(lambda: client.list_dags() is not None, what="server up")
     cluster = Cluster(server, [], address, client, tmp, db_url)
-    cluster.add_worker(dags, "--concurrency", "4", *worker_args)
+    args = ["worker", "--dags", str(dags), "--server", address, "--concurrency", "4", *worker_args]
+    cluster.workers.append(spawn("worker0", args, tmp, env))
+    return cluster
+
+
+def one_dag_cluster(tmp: Path, source: str, env: dict[str, str] | None = None) -> Cluster:
+    """A SQLite server and one worker on a DAG folder holding `source`, its DAGs registered."""
+    dags = tmp / "dags"
+    dags.mkdir()
+    (dags / "dag.py").write_text(source)
+    cluster = start_cluster(f"sqlite:///{tmp / 'weir.db'}", tmp, dags, env=env)
+    wait_until(cluster.client.list_dags, what="DAG registered")
     return cluster
 
 
@@ -157,13 +171,9 @@ DAGS_THAT_MISBEHAVE = textwrap.dedent(
 
 
 def test_a_crashing_or_hanging_task_never_takes_the_worker_down(tmp_path: Path) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "misbehave.py").write_text(DAGS_THAT_MISBEHAVE)
-    cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags)
+    cluster = one_dag_cluster(tmp_path, DAGS_THAT_MISBEHAVE)
     try:
         client = cluster.client
-        wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("misbehave")
         final = client.wait(run.run_id, timeout=60)
         tis = {t.task_id: t for t in client.task_instances(run.run_id)}
@@ -207,13 +217,9 @@ SLOW_DAG = textwrap.dedent(
 
 
 def test_sigterm_lets_running_tasks_finish_before_the_worker_exits(tmp_path: Path) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "slow.py").write_text(SLOW_DAG)
-    cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags)
+    cluster = one_dag_cluster(tmp_path, SLOW_DAG)
     try:
         client = cluster.client
-        wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("slow")
         wait_until(
             lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="task running"
@@ -316,23 +322,9 @@ def test_a_stopping_worker_gives_unfinished_tasks_back_at_once(tmp_path: Path) -
 
 
 def test_cancelling_a_run_kills_its_running_task(tmp_path: Path) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "handoff.py").write_text(GIVE_BACK_DAG)
-    db = f"sqlite:///{tmp_path / 'weir.db'}"
-    subprocess.run([WEIR, "db", "upgrade", "--db", db], check=True, capture_output=True)
-    port = free_port()
-    env = {"WEIR_TEST_SLOW": "1", "WEIR_HEARTBEAT_SECONDS": "1"}
-    server = spawn(
-        "server", ["server", "--db", db, "--port", str(port), "--bind", "127.0.0.1"], tmp_path, env
-    )
-    address = f"127.0.0.1:{port}"
-    client = Client(address, timeout=10)
-    wait_until(lambda: client.list_dags() is not None, what="server up")
-    worker = spawn("worker", ["worker", "--dags", str(dags), "--server", address], tmp_path, env)
-    cluster = Cluster(server, [worker], address, client, tmp_path, db)
+    cluster = one_dag_cluster(tmp_path, GIVE_BACK_DAG, {"WEIR_TEST_SLOW": "1", "WEIR_HEARTBEAT_SECONDS": "1"})
+    client, address, worker = cluster.client, cluster.address, cluster.workers[0]
     try:
-        wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("handoff")
         wait_until(lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="running")
         out = subprocess.run(
@@ -353,27 +345,18 @@ def test_cancelling_a_run_kills_its_running_task(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_cannot_renew_its_lease_stops_the_task_itself(tmp_path: Path) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "handoff.py").write_text(GIVE_BACK_DAG)
-    db = f"sqlite:///{tmp_path / 'weir.db'}"
-    subprocess.run([WEIR, "db", "upgrade", "--db", db], check=True, capture_output=True)
-    port = free_port()
     env = {"WEIR_TEST_SLOW": "1", "WEIR_LEASE_SECONDS": "3", "WEIR_HEARTBEAT_SECONDS": "1"}
-    server = spawn("server", ["server", "--db", db, "--port", str(port), "--bind", "127.0.0.1"], tmp_path, env)
-    address = f"127.0.0.1:{port}"
-    client = Client(address, timeout=10)
-    wait_until(lambda: client.list_dags() is not None, what="server up")
-    worker = spawn("worker", ["worker", "--dags", str(dags), "--server", address], tmp_path, env)
-    cluster = Cluster(server, [worker], address, client, tmp_path, db)
+    cluster = one_dag_cluster(tmp_path, GIVE_BACK_DAG, env)
+    client, server, worker = cluster.client, cluster.server, cluster.workers[0]
     try:
-        wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("handoff")
         wait_until(lambda: client.task_instances(run.run_id)[0].state is TaskState.RUNNING, what="running")
         server.signal(signal.SIGSTOP)  # the server hangs: heartbeats go unanswered
         try:
             wait_until(
-                lambda: "could not renew its lease in time" in worker.output(), timeout=15, what="local expiry"
+                lambda: "could not renew its lease in time" in worker.output(),
+                timeout=15,
+                what="local expiry",
             )
         finally:
             server.signal(signal.SIGCONT)

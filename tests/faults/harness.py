@@ -233,6 +233,15 @@ class FaultCluster:
         (self.dags / "faults.py").write_text(BURST_DAG)
         self.env = {**FAST_FAILOVER, "WEIR_FAULT_DSN": self.pg.dsn(self.db), "WEIR_FAULT_TASKS": str(tasks)}
 
+    def start(self, workers: int = 3) -> Client:
+        """One server and `workers` workers; returns a client once the DAGs are registered."""
+        self.start_server()
+        for _ in range(workers):
+            self.start_worker()
+        client = self.client()
+        wait_until(client.list_dags, timeout=60, what="DAGs registered")
+        return client
+
     # -- servers -----------------------------------------------------------------
     def start_server(self, index: int | None = None) -> int:
         with self._lock:

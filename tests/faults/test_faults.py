@@ -57,21 +57,33 @@ def inject_while_running(
     return done
 
 
-def finish(cluster: FaultCluster, run_id: str, timeout: float = 180) -> RunState:
-    client = cluster.client()
+def finish(cluster: FaultCluster, run_id: str, timeout: float = 180, server: int = 0) -> RunState:
+    client = cluster.client(server)
     try:
         return client.wait(run_id, timeout=timeout).state
     finally:
         client.close()
 
 
+def assert_nothing_lost(
+    cluster: FaultCluster,
+    run_id: str,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    server: int = 0,
+    **faults: int,
+) -> None:
+    """Wait for the burst run, print its figures, and check every task succeeded exactly once."""
+    state = finish(cluster, run_id, server=server)
+    figures = cluster.figures([run_id])
+    report(capsys, name, figures.line(**faults))
+    assert state is RunState.SUCCESS, cluster.logs()
+    assert (figures.lost, figures.duplicates, figures.tasks) == (0, 0, TASKS)
+
+
 def test_sigkill_random_workers_twenty_times(pg: PrivatePostgres, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     with fault_cluster(pg, tmp_path, TASKS) as cluster:
-        cluster.start_server()
-        for _ in range(3):
-            cluster.start_worker()
-        client = cluster.client()
-        wait_until(client.list_dags, timeout=60, what="DAGs registered")
+        client = cluster.start()
         run = client.trigger("burst")
         rng = random.Random(7)
 
@@ -83,21 +95,13 @@ def test_sigkill_random_workers_twenty_times(pg: PrivatePostgres, tmp_path: Path
             cluster.restart_worker(victim)
 
         kills = inject_while_running(cluster, run.run_id, times=20, every=0.35, fault=kill_one)
-        state = finish(cluster, run.run_id)
-        figures = cluster.figures([run.run_id])
-        report(capsys, "sigkill workers", figures.line(kills=kills))
+        assert_nothing_lost(cluster, run.run_id, capsys, "sigkill workers", kills=kills)
         assert kills == 20, "the run ended before every kill: make it longer"
-        assert state is RunState.SUCCESS, cluster.logs()
-        assert (figures.lost, figures.duplicates, figures.tasks) == (0, 0, TASKS)
 
 
 def test_restart_the_server_five_times(pg: PrivatePostgres, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     with fault_cluster(pg, tmp_path, TASKS) as cluster:
-        cluster.start_server()
-        for _ in range(3):
-            cluster.start_worker()
-        client = cluster.client()
-        wait_until(client.list_dags, timeout=60, what="DAGs registered")
+        client = cluster.start()
         run = client.trigger("burst")
 
         def restart(i: int) -> None:
@@ -106,21 +110,13 @@ def test_restart_the_server_five_times(pg: PrivatePostgres, tmp_path: Path, caps
             cluster.start_server(0)
 
         restarts = inject_while_running(cluster, run.run_id, times=5, every=1.0, fault=restart)
-        state = finish(cluster, run.run_id)
-        figures = cluster.figures([run.run_id])
-        report(capsys, "server restarts", figures.line(restarts=restarts))
+        assert_nothing_lost(cluster, run.run_id, capsys, "server restarts", restarts=restarts)
         assert restarts == 5, "the run ended before every restart: make it longer"
-        assert state is RunState.SUCCESS, cluster.logs()
-        assert (figures.lost, figures.duplicates, figures.tasks) == (0, 0, TASKS)
 
 
 def test_killed_connections_and_a_postgres_restart(pg: PrivatePostgres, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     with fault_cluster(pg, tmp_path, TASKS) as cluster:
-        cluster.start_server()
-        for _ in range(3):
-            cluster.start_worker()
-        client = cluster.client()
-        wait_until(client.list_dags, timeout=60, what="DAGs registered")
+        client = cluster.start()
         run = client.trigger("burst")
         killed: list[int] = []
 
@@ -135,19 +131,17 @@ def test_killed_connections_and_a_postgres_restart(pg: PrivatePostgres, tmp_path
             killed.append(len(rows))
 
         faults = inject_while_running(cluster, run.run_id, times=11, every=0.6, fault=terminate)
-        state = finish(cluster, run.run_id)
-        figures = cluster.figures([run.run_id])
-        report(
+        assert_nothing_lost(
+            cluster,
+            run.run_id,
             capsys,
             "killed connections",
-            figures.line(
-                terminations=len(killed), connections_killed=sum(killed), pg_restarts=int(faults > 5)
-            ),
+            terminations=len(killed),
+            connections_killed=sum(killed),
+            pg_restarts=int(faults > 5),
         )
         assert faults == 11, "the run ended before every fault: make it longer"
         assert sum(killed) > 0
-        assert state is RunState.SUCCESS, cluster.logs()
-        assert (figures.lost, figures.duplicates, figures.tasks) == (0, 0, TASKS)
         server = cluster.servers[0]
         assert server is not None and server.alive(), "the server must ride through the outage"
 
@@ -203,20 +197,14 @@ def test_two_replicas_and_one_dies(pg: PrivatePostgres, tmp_path: Path, capsys) 
             what="a quarter done",
         )
         cluster.kill_server(first)
-        state = client.wait(run.run_id, timeout=180).state
-        figures = cluster.figures([run.run_id])
-        report(capsys, "replica killed", figures.line(replicas=2, killed=1))
-        assert state is RunState.SUCCESS, cluster.logs()
-        assert (figures.lost, figures.duplicates, figures.tasks) == (0, 0, TASKS)
+        assert_nothing_lost(
+            cluster, run.run_id, capsys, "replica killed", server=second, replicas=2, killed=1
+        )
 
 
 def test_a_poison_task_stops_after_its_tries(pg: PrivatePostgres, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     with fault_cluster(pg, tmp_path, 1) as cluster:
-        cluster.start_server()
-        for _ in range(3):
-            cluster.start_worker()
-        client = cluster.client()
-        wait_until(client.list_dags, timeout=60, what="DAGs registered")
+        client = cluster.start()
         stop = threading.Event()
 
         def supervise() -> None:  # restart workers the poison task killed, like systemd would

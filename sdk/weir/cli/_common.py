@@ -37,9 +37,11 @@ STATE_STYLE = {
 }
 
 
-def styled(state: TaskState | RunState) -> str:
+def styled(state: TaskState | RunState, width: int = 0) -> str:
+    """The state in its colour, padded to `width` visible characters."""
     style = STATE_STYLE.get(state)
-    return f"[{style}]{state.value}[/]" if style else state.value
+    text = state.value.ljust(width)
+    return f"[{style}]{text}[/]" if style else text
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

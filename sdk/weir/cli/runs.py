@@ -29,7 +29,7 @@ def _client(ctx: click.Context, server: str | None) -> Client:
 
 
 def _task_line(ti: TaskInstance) -> str:
-    line = f"  {styled(ti.state):<28} {ti.task_id}"
+    line = f"  {styled(ti.state, 15)} {ti.task_id}"
     if ti.state is TaskState.RUNNING:
         line += f" (try {ti.try_number}/{ti.max_tries}{', on ' + ti.worker_id if ti.worker_id else ''})"
     elif ti.state in (TaskState.SUCCESS, TaskState.FAILED) and ti.duration is not None:
