@@ -122,3 +122,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """A test that fails half-way must not leave servers or workers running."""
+    from tests.helpers import SPAWNED
+
+    yield
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+            proc.popen.wait(10)

@@ -162,12 +162,18 @@ class Proc:
         return self.popen.wait(10)
 
 
+#: Every process spawned by a test; tests/conftest.py kills leftovers after each test.
+SPAWNED: list[Proc] = []
+
+
 def spawn(name: str, args: Sequence[str], tmp: Path, env: dict[str, str] | None = None) -> Proc:
     log_path = tmp / f"{name}.log"
     out = log_path.open("wb")
     full_env = {**os.environ, "WEIR_HOME": str(tmp / "home"), "PYTHONUNBUFFERED": "1", **(env or {})}
     popen = subprocess.Popen([WEIR, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO))
-    return Proc(name, popen, log_path)
+    proc = Proc(name, popen, log_path)
+    SPAWNED.append(proc)
+    return proc
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 20, interval: float = 0.05, what: str = "") -> T:

@@ -2,26 +2,31 @@
 
 This module is the one place where an exception becomes a status code and a
 status code becomes an exception: the server aborts with `to_status`, the
-client raises `from_rpc_error`.
+client raises `from_rpc_error`. Codes are kept by name so that importing
+`weir` (as every DAG file and task runner does) does not load gRPC.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
 
 class WeirError(Exception):
     """Base class of every error Weir raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    #: Name of the grpc.StatusCode this error travels as.
+    code: ClassVar[str] = "UNKNOWN"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         #: The request field at fault, for InvalidArgument.
         self.field = field
+        #: The status a client received, when this error came from a call.
+        self.status: str = type(self).code
 
     def __str__(self) -> str:
         if self.field and not self.message.startswith(self.field):
@@ -30,19 +35,19 @@ class WeirError(Exception):
 
 
 class NotFound(WeirError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class AlreadyExists(WeirError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
 
 
 class InvalidArgument(WeirError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class FailedPrecondition(WeirError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
 
 
 class LeaseLost(FailedPrecondition):
@@ -50,26 +55,30 @@ class LeaseLost(FailedPrecondition):
 
 
 class Unavailable(WeirError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
 
 class DeadlineExceeded(WeirError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
 
 
 class Unauthenticated(WeirError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
 
 
 class PermissionDenied(WeirError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
 
 
 class DagDefinitionError(InvalidArgument):
     """A DAG file describes an invalid DAG (raised while the DAG is defined)."""
 
 
-_BY_CODE: dict[grpc.StatusCode, type[WeirError]] = {
+class SkipTask(Exception):
+    """Raise inside a task to end it as `skipped` instead of failed."""
+
+
+_BY_CODE: dict[str, type[WeirError]] = {
     cls.code: cls
     for cls in (
         NotFound,
@@ -86,22 +95,22 @@ _BY_CODE: dict[grpc.StatusCode, type[WeirError]] = {
 
 def to_status(err: WeirError) -> tuple[grpc.StatusCode, str]:
     """The status code and details a server aborts with for `err`."""
-    return err.code, str(err)
+    import grpc
+
+    return grpc.StatusCode[type(err).code], str(err)
 
 
 def from_rpc_error(err: grpc.RpcError) -> WeirError:
     """The WeirError a client raises for a failed call."""
+    import grpc
+
     # Every RpcError a channel raises is also a grpc.Call (typeshed cannot express that).
     call: Any = err
     code = call.code() if hasattr(call, "code") else grpc.StatusCode.UNKNOWN
     details = (call.details() if hasattr(call, "details") else None) or str(err)
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"cannot reach the Weir server ({details})"
-    cls = _BY_CODE.get(code, WeirError)
+    cls = _BY_CODE.get(code.name, WeirError)
     error = cls(details)
-    error.code = code
+    error.status = code.name
     return error
-
-
-class SkipTask(Exception):
-    """Raise inside a task to end it as `skipped` instead of failed."""

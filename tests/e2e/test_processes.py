@@ -291,16 +291,16 @@ def test_a_stopping_worker_gives_unfinished_tasks_back_at_once(tmp_path: Path) -
     (dags / "handoff.py").write_text(GIVE_BACK_DAG)
     db = f"sqlite:///{tmp_path / 'weir.db'}"
     cluster = start_cluster(db, tmp_path, dags)  # its first worker is not slow: stop it
-    wait_until(lambda: "slots on queues" in cluster.workers[0].output(), what="first worker up")
-    assert cluster.workers[0].stop() == 0
-    slow = spawn(
-        "slow-worker",
-        ["worker", "--dags", str(dags), "--server", cluster.address],
-        tmp_path,
-        {"WEIR_TEST_SLOW": "1", "WEIR_SHUTDOWN_GRACE_SECONDS": "1"},
-    )
-    cluster.workers.append(slow)
     try:
+        wait_until(lambda: "slots on queues" in cluster.workers[0].output(), what="first worker up")
+        assert cluster.workers[0].stop() == 0
+        slow = spawn(
+            "slow-worker",
+            ["worker", "--dags", str(dags), "--server", cluster.address],
+            tmp_path,
+            {"WEIR_TEST_SLOW": "1", "WEIR_SHUTDOWN_GRACE_SECONDS": "1"},
+        )
+        cluster.workers.append(slow)
         client = cluster.client
         wait_until(client.list_dags, what="DAG registered")
         run = client.trigger("handoff")
