@@ -84,3 +84,42 @@ def test_server_refuses_a_database_from_a_newer_weir(empty_url: str, tmp_path: P
         pass
     with pytest.raises(migrate.SchemaError, match="newer Weir"):
         migrate.upgrade(empty_url)
+
+
+def test_upgrading_from_the_first_revision_keeps_runs_and_tasks(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0001")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO dags (dag_id, is_paused, description, tags, fileloc, task_count, created_at, "
+                    "updated_at) VALUES ('old', false, '', '[]', '', 1, '2026-01-01', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO dag_versions (id, dag_id, version_hash, spec, created_at) "
+                    "VALUES (1, 'old', 'h', '{}', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO dag_runs (id, run_id, dag_id, version_id, state, run_type, logical_date, conf, "
+                    "queued_at) VALUES (1, 'r1', 'old', 1, 'running', 'manual', '2026-01-01', '{}', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO task_instances (id, run_pk, dag_id, task_id, map_index, state, queue, pool, "
+                    "priority, attempt, try_number, max_tries, available_at) VALUES "
+                    "(1, 1, 'old', 't', -1, 'queued', 'default', 'default_pool', 0, 0, 0, 1, '2026-01-01')"
+                )
+            )
+        assert migrate.upgrade(empty_url).state is migrate.SchemaState.CURRENT
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT task_id, state, start_deadline FROM task_instances")).one()
+            assert tuple(row) == ("t", "queued", None)
+            assert conn.execute(text("SELECT run_id FROM dag_runs")).scalar_one() == "r1"
+    finally:
+        engine.dispose()
