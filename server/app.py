@@ -97,7 +97,7 @@ class Server:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         control_pb2_grpc.add_ControlServiceServicer_to_server(ControlService(self.plane), server)
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(self.plane), server)
-        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), server

@@ -41,6 +41,7 @@ def __getattr__(name: str) -> Any:
         return Client
     raise AttributeError(f"module 'weir' has no attribute {name!r}")
 
+
 __all__ = [
     "DAG",
     "AlreadyExists",
