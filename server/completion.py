@@ -50,6 +50,8 @@ class Completion:
     finished_runs: list[tuple[str, RunState]] = field(default_factory=list)
     #: How many attempts or waiting tasks it ended (sweeps report this).
     ended: int = 0
+    #: Workers whose leases ran out here: they may be frozen rather than dead.
+    lapsed_workers: set[str] = field(default_factory=set)
 
 
 # -- worker reports -----------------------------------------------------------------
@@ -246,6 +248,8 @@ def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: i
             f"(expired {c.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC); the worker died, hung or lost the server",
         )
         ends.append(failure(now, c, task, error))
+        if c.worker_id:
+            done.lapsed_workers.add(c.worker_id)
     _apply(conn, now, catalog, locked, current, ends, done)
     return done
 

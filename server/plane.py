@@ -83,6 +83,8 @@ class ControlPlane:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self._timers: set[asyncio.TimerHandle] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
+        #: worker_id -> loop time its leases ran out; its polls parked before then get no work
+        self._lapsed: dict[str, float] = {}
         #: Called with newly queued work per queue after it commits (other replicas).
         self.announce: Callable[[Mapping[str, int]], None] | None = None
 
@@ -246,12 +248,28 @@ class ControlPlane:
     ) -> list[Assignment]:
         """Claim up to `slots` tasks, holding the call up to `wait` seconds while there are none."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(wait, MAX_WAIT.total_seconds())
+        began = loop.time()
+        deadline = began + min(wait, MAX_WAIT.total_seconds())
+        # A new poll shows the worker is alive again.
+        self._lapsed.pop(worker_id, None)
         while True:
             # Subscribe before claiming: work queued while the claim runs wakes us.
             waiter = self.waker.subscribe(queues, slots)
             try:
-                claimed = await self._claim_or_release(worker_id, queues, slots)
+                if self._lapsed.get(worker_id, began) > began:
+                    # The worker's leases ran out while this poll was parked: it may
+                    # be frozen (SIGSTOP, a long GC pause), holding its connection
+                    # open. Work given to it now would be lost again; pass the
+                    # wake-up on to a poll that can take it.
+                    self.waker.unsubscribe(waiter)
+                    self.waker.notify(dict.fromkeys(queues, 1))
+                    return []
+                claimed: list[Assignment] = []
+                if self.waker.worth_claiming(queues):
+                    before = self.waker.snapshot(queues)
+                    claimed = await self._claim_or_release(worker_id, queues, slots)
+                    if not claimed:
+                        self.waker.found_empty(before)
                 if claimed:
                     self.waker.unsubscribe(waiter)
                     if len(claimed) >= slots:
@@ -282,7 +300,9 @@ class ControlPlane:
             raise
 
     async def _claim(self, worker_id: str, queues: Sequence[str], slots: int) -> list[Assignment]:
-        return await self.db.write(
+        # The claim is one statement; what follows only reads immutable facts
+        # (run params, finished upstream results), so it needs no transaction.
+        return await self.db.single(
             claims.claim,
             self.clock.now(),
             self.catalog,
@@ -308,6 +328,12 @@ class ControlPlane:
 
         async def work() -> int:
             done = await self.db.write(fn, now, self.catalog, limit=limit)
+            lapsed_at = asyncio.get_running_loop().time()
+            # No poll is parked longer than MAX_WAIT: older marks can go.
+            horizon = lapsed_at - MAX_WAIT.total_seconds()
+            self._lapsed = {w: t for w, t in self._lapsed.items() if t > horizon}
+            for worker_id in done.lapsed_workers:
+                self._lapsed[worker_id] = lapsed_at
             self._after_commit(done.queued, done.retries, done.finished_runs)
             return done.ended
 

@@ -6,6 +6,14 @@ just enough sleeping polls (oldest first) wake to take it. A poll that
 claims as many tasks as it had slots passes the wake-up on, in case more
 work is waiting.
 
+It also remembers which queues a claim found empty, and whether anything
+was queued there since (a generation per queue). A poll on queues known to
+be empty skips its claim and goes straight to sleep, so a thousand idle
+polls cost no database query when their waits end and they poll again.
+Every path that makes work claimable notifies here (this replica's commits
+and retry timers, other replicas' NOTIFY, the safety poll's nudge), and a
+notification moves the generation on, so no work is missed by skipping.
+
 Everything here runs on the event loop thread.
 """
 
@@ -35,6 +43,29 @@ class Waiter:
 class Waker:
     def __init__(self) -> None:
         self._waiters: dict[Waiter, None] = {}  # insertion-ordered set: oldest first
+        #: queue -> how many notifications it has had (moves on whenever work may be there)
+        self._generation: dict[str, int] = {}
+        #: queue -> the generation at which a claim found nothing to take there
+        self._empty: dict[str, int] = {}
+
+    # -- remembering empty queues -----------------------------------------------
+    def snapshot(self, queues: Iterable[str]) -> dict[str, int]:
+        """The queues' generations, taken just before a claim."""
+        return {q: self._generation.get(q, 0) for q in queues}
+
+    def found_empty(self, snapshot: Mapping[str, int]) -> None:
+        """A claim that started at `snapshot` took nothing: those queues were empty then."""
+        for queue, generation in snapshot.items():
+            if self._generation.get(queue, 0) == generation:
+                self._empty[queue] = generation
+
+    def worth_claiming(self, queues: Iterable[str]) -> bool:
+        """False when every queue was found empty and nothing was queued there since."""
+        return any(self._empty.get(q) != self._generation.get(q, 0) for q in queues)
+
+    def _moved_on(self, queue: str) -> None:
+        self._generation[queue] = self._generation.get(queue, 0) + 1
+        self._empty.pop(queue, None)
 
     def subscribe(self, queues: Iterable[str], slots: int) -> Waiter:
         waiter = Waiter(frozenset(queues), max(1, slots))
@@ -48,6 +79,8 @@ class Waker:
         """Wake sleeping polls whose free slots cover `queued` (tasks per queue); returns how many."""
         woken = 0
         for queue, count in queued.items():
+            if count > 0:
+                self._moved_on(queue)
             remaining = count
             for waiter in self._waiters:
                 if remaining <= 0:
@@ -59,11 +92,15 @@ class Waker:
         return woken
 
     def nudge(self) -> int:
-        """Wake one sleeping poll per queue that has any (the safety poll)."""
+        """Forget which queues were empty and wake one sleeping poll per queue (the safety poll)."""
+        for queue in list(self._empty):
+            self._moved_on(queue)
         queues = {q for w in self._waiters if not w.event.is_set() for q in w.queues}
         return self.notify(dict.fromkeys(queues, 1))
 
     def notify_all(self) -> None:
+        for queue in list(self._empty):
+            self._moved_on(queue)
         for waiter in self._waiters:
             waiter.event.set()
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from weir.models import DagRun, DagVersion
@@ -165,16 +165,26 @@ def lock(conn: Connection, pks: Iterable[int]) -> dict[int, RunRow]:
     return {r.id: _row(r) for r in rows}
 
 
+_LOCK_FOR_TASKS = (
+    select(*_COLUMNS)
+    .where(
+        dag_runs.c.id.in_(
+            select(task_instances.c.run_pk)
+            .where(task_instances.c.id.in_(bindparam("ti_ids", expanding=True)))
+            .scalar_subquery()
+        )
+    )
+    .order_by(dag_runs.c.id)
+    .with_for_update()
+)
+
+
 def lock_for_tasks(conn: Connection, ti_ids: Iterable[int]) -> dict[int, RunRow]:
     """Lock the runs owning these task instances (same order and purpose as `lock`)."""
     ids = list(set(ti_ids))
     if not ids:
         return {}
-    owners = select(task_instances.c.run_pk).where(task_instances.c.id.in_(ids)).scalar_subquery()
-    rows = conn.execute(
-        select(*_COLUMNS).where(dag_runs.c.id.in_(owners)).order_by(dag_runs.c.id).with_for_update()
-    )
-    return {r.id: _row(r) for r in rows}
+    return {r.id: _row(r) for r in conn.execute(_LOCK_FOR_TASKS, {"ti_ids": ids})}
 
 
 def get(conn: Connection, run_id: str) -> RunRow | None:

@@ -28,7 +28,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_WRITE = "weir_write"
+_WRITE = "weir_write"  # also the execution option that makes SQLite BEGIN IMMEDIATE
+_READ = "read"
+_SINGLE = "single"  # autocommit: a single-statement write
 APPLICATION_NAME = "weir-server"
 TRANSIENT_RETRIES = 3
 log = logging.getLogger("weir.server.db")
@@ -106,12 +108,23 @@ class Database:
 
     # -- synchronous (CLI, tests, migrations) ----------------------------------
     def write_sync(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._transaction(True, fn, *args, **kwargs)
+        return self._transaction(_WRITE, fn, *args, **kwargs)
 
     def read_sync(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._transaction(False, fn, *args, **kwargs)
+        return self._transaction(_READ, fn, *args, **kwargs)
 
-    def _transaction(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def single_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn`, whose one write is a single statement, without BEGIN and COMMIT.
+
+        On Postgres each statement commits by itself (autocommit), which saves
+        two round trips; `fn` may read after its write, but must not depend on
+        seeing the database unchanged between statements. SQLite: a write.
+        """
+        return self._transaction(_WRITE if self.is_sqlite else _SINGLE, fn, *args, **kwargs)
+
+    def _transaction(self, mode: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn in a transaction, again on a fresh connection if the first one died.
 
         A killed connection (pg_terminate_backend, a Postgres restart, a
@@ -122,7 +135,12 @@ class Database:
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
                 conn = self.engine.connect()
-                if write:
+                if mode == _SINGLE:
+                    with conn:
+                        result = fn(conn.execution_options(isolation_level="AUTOCOMMIT"), *args, **kwargs)
+                    self.unavailable_since = None
+                    return result
+                if mode == _WRITE:
                     conn = conn.execution_options(**{_WRITE: True})
                 with conn, conn.begin():
                     result = fn(conn, *args, **kwargs)
@@ -145,6 +163,12 @@ class Database:
     ) -> T:
         """Run `fn(conn, ...)` in one write transaction, off the event loop."""
         return await self._submit(self.write_sync, fn, *args, **kwargs)
+
+    async def single(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`single_sync` off the event loop."""
+        return await self._submit(self.single_sync, fn, *args, **kwargs)
 
     async def read(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(conn, ...)` in one read-only transaction, off the event loop."""

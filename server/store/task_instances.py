@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, tuple_, update
+from sqlalchemy import bindparam, exists, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import TaskError, TaskInstance
@@ -86,33 +86,30 @@ class Claimed:
     lease_expires_at: datetime
 
 
-def claim(
-    conn: Connection, now: datetime, *, worker_id: str, queues: Sequence[str], limit: int, lease: timedelta
-) -> list[Claimed]:
-    """Lease up to `limit` claimable tasks to `worker_id`, highest priority first.
-
-    One statement. On Postgres concurrent claimers skip each other's rows
-    (FOR UPDATE SKIP LOCKED) instead of waiting; SQLite has a single writer.
-    """
+def _claim_statement(postgres: bool) -> Any:
     candidates = (
         select(ti.c.id)
-        .where(ti.c.state.in_(CLAIMABLE), ti.c.queue.in_(list(queues)), ti.c.available_at <= now)
+        .where(
+            ti.c.state.in_(CLAIMABLE),
+            ti.c.queue.in_(bindparam("queues", expanding=True)),
+            ti.c.available_at <= bindparam("now"),
+        )
         .order_by(ti.c.priority.desc(), ti.c.available_at, ti.c.id)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    if is_postgres(conn):
+    if postgres:
         candidates = candidates.with_for_update(skip_locked=True)
-    stmt = (
+    return (
         update(ti)
         .where(ti.c.id.in_(candidates.scalar_subquery()), ti.c.state.in_(CLAIMABLE))
         .values(
             state=TaskState.RUNNING,
             attempt=ti.c.attempt + 1,
             try_number=ti.c.try_number + 1,
-            worker_id=worker_id,
-            started_at=now,
+            worker_id=bindparam("worker_id"),
+            started_at=bindparam("now"),
             ended_at=None,
-            lease_expires_at=now + lease,
+            lease_expires_at=bindparam("until"),
             start_deadline=None,
         )
         .returning(
@@ -127,9 +124,24 @@ def claim(
             ti.c.lease_expires_at,
         )
     )
-    claimed = [Claimed(*r) for r in conn.execute(stmt)]
-    # RETURNING order is unspecified: hand tasks out by priority.
-    return claimed
+
+
+# Built once: the claim runs on every poll, and building a statement costs
+# more Python time than Postgres spends running it.
+_CLAIM = {True: _claim_statement(postgres=True), False: _claim_statement(postgres=False)}
+
+
+def claim(
+    conn: Connection, now: datetime, *, worker_id: str, queues: Sequence[str], limit: int, lease: timedelta
+) -> list[Claimed]:
+    """Lease up to `limit` claimable tasks to `worker_id`, highest priority first.
+
+    One statement. On Postgres concurrent claimers skip each other's rows
+    (FOR UPDATE SKIP LOCKED) instead of waiting; SQLite has a single writer.
+    """
+    params = {"queues": list(queues), "now": now, "limit": limit, "worker_id": worker_id}
+    rows = conn.execute(_CLAIM[is_postgres(conn)], {**params, "until": now + lease})
+    return [Claimed(*r) for r in rows]
 
 
 # -- reading attempts that are being reported ------------------------------------
@@ -151,27 +163,29 @@ class Current:
     start_deadline: datetime | None = None
 
 
+_CURRENT = select(
+    ti.c.id,
+    ti.c.run_pk,
+    ti.c.task_id,
+    ti.c.queue,
+    ti.c.state,
+    ti.c.attempt,
+    ti.c.try_number,
+    ti.c.max_tries,
+    ti.c.worker_id,
+    ti.c.started_at,
+    ti.c.lease_expires_at,
+    ti.c.start_deadline,
+).where(ti.c.id.in_(bindparam("ids", expanding=True)))
+_CURRENT_LOCKED = _CURRENT.order_by(ti.c.id).with_for_update()
+
+
 def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict[int, Current]:
     """The rows of these task instances; with `lock`, locked until commit (Postgres)."""
     wanted = list(set(ids))
     if not wanted:
         return {}
-    query = select(
-        ti.c.id,
-        ti.c.run_pk,
-        ti.c.task_id,
-        ti.c.queue,
-        ti.c.state,
-        ti.c.attempt,
-        ti.c.try_number,
-        ti.c.max_tries,
-        ti.c.worker_id,
-        ti.c.started_at,
-        ti.c.lease_expires_at,
-        ti.c.start_deadline,
-    ).where(ti.c.id.in_(wanted))
-    if lock:
-        query = query.order_by(ti.c.id).with_for_update()
+    query = _CURRENT_LOCKED if lock else _CURRENT
     return {
         r.id: Current(
             r.id,
@@ -187,7 +201,7 @@ def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict
             r.lease_expires_at,
             r.start_deadline,
         )
-        for r in conn.execute(query)
+        for r in conn.execute(query, {"ids": wanted})
     }
 
 
@@ -292,15 +306,20 @@ def attempt_outcomes(conn: Connection, keys: Iterable[tuple[int, int]]) -> dict[
 # -- promotion ------------------------------------------------------------------
 
 
+_STATES = select(ti.c.task_id, ti.c.state).where(ti.c.run_pk == bindparam("run_pk"), ti.c.map_index == -1)
+_SOME_STATES = _STATES.where(ti.c.task_id.in_(bindparam("task_ids", expanding=True)))
+
+
 def states(conn: Connection, run_pk: int, task_ids: Iterable[str] | None = None) -> dict[str, TaskState]:
     """task_id -> state in one run (all tasks when task_ids is None)."""
-    query = select(ti.c.task_id, ti.c.state).where(ti.c.run_pk == run_pk, ti.c.map_index == -1)
-    if task_ids is not None:
+    if task_ids is None:
+        rows = conn.execute(_STATES, {"run_pk": run_pk})
+    else:
         wanted = list(set(task_ids))
         if not wanted:
             return {}
-        query = query.where(ti.c.task_id.in_(wanted))
-    return {r.task_id: TaskState(r.state) for r in conn.execute(query)}
+        rows = conn.execute(_SOME_STATES, {"run_pk": run_pk, "task_ids": wanted})
+    return {r.task_id: TaskState(r.state) for r in rows}
 
 
 def move(
@@ -336,16 +355,21 @@ def move(
     return moved
 
 
-def has_unfinished(conn: Connection, run_pk: int) -> bool:
-    return bool(
-        conn.execute(
-            select(
-                exists().where(
-                    ti.c.run_pk == run_pk, ti.c.state.in_([s.value for s in UNFINISHED_TASK_STATES])
-                )
-            )
-        ).scalar_one()
+# One probe of the (run_pk, state) index per unfinished state: an `IN` over
+# the states makes Postgres walk every task of the run when its statistics
+# are young (a big run, just created), so a long run's completions went O(n).
+_HAS_UNFINISHED = select(
+    or_(
+        *(
+            exists().where(ti.c.run_pk == bindparam("run_pk"), ti.c.state == state.value)
+            for state in sorted(UNFINISHED_TASK_STATES)
+        )
     )
+)
+
+
+def has_unfinished(conn: Connection, run_pk: int) -> bool:
+    return bool(conn.execute(_HAS_UNFINISHED, {"run_pk": run_pk}).scalar_one())
 
 
 # -- results -------------------------------------------------------------------
