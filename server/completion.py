@@ -3,18 +3,21 @@
 Four ways in: a worker reports outcomes (`complete`), a lease runs out
 (`expire_leases`), a queued task waits past its schedule_to_start_timeout
 (`time_out_waiting`), or a run is cancelled (`cancel_run`). Each locks the
-runs involved (ascending id), checks every change against the current state
-and attempt (fencing), records the ended attempts, promotes the downstream
-tasks that became ready and finishes runs that are done. Either all of it
-commits or none of it does, so no failure can leave a task finished with
-its downstream never queued.
+task instances it ends (ascending id), checks every change against their
+current state and attempt (fencing), records the ended attempts, promotes
+the downstream tasks that became ready (locking those rows) and, last,
+counts the finished tasks off their runs, ending a run that reaches zero.
+Either all of it commits or none of it does, so no failure can leave a task
+finished with its downstream never queued. No step locks a whole run for
+the transaction: completions of one run's tasks proceed side by side and
+meet only on the rows they share.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,8 +27,8 @@ from weir._rules import retry_delay
 from weir.errors import FailedPrecondition, NotFound
 from weir.models import AckStatus, Outcome, OutcomeAck, TaskError, TaskOutcome
 from weir.server import runs
-from weir.server.catalog import Catalog
-from weir.server.promotion import promote
+from weir.server.catalog import Catalog, RunInfo
+from weir.server.promotion import count_down_run, promote
 from weir.server.store import dag_runs, task_logs
 from weir.server.store import task_instances as tis
 from weir.spec import TaskSpec
@@ -67,8 +70,8 @@ def complete(
 ) -> Completion:
     done = Completion()
     ids = [o.task_instance_id for o in outcomes]
-    locked = dag_runs.lock_for_tasks(conn, ids)
-    current = tis.current(conn, ids)
+    current = tis.current(conn, ids, lock=True)
+    runs_of = catalog.runs(conn, {c.run_pk for c in current.values()})
     replay_keys = [
         (o.task_instance_id, o.attempt)
         for o in outcomes
@@ -105,14 +108,14 @@ def complete(
                     OutcomeAck(*key, AckStatus.STALE, f"attempt {o.attempt} already ended ({c.state})")
                 )
         else:
-            task = catalog.dag(conn, locked[c.run_pk].version_id).tasks[c.task_id]
+            task = catalog.dag(conn, runs_of[c.run_pk].version_id).tasks[c.task_id]
             ends.append(_end(now, o, c, task, max_result_bytes))
             if o.log_tail:
                 logs.append((o.task_instance_id, o.attempt, o.log_tail))
             done.acks.append(OutcomeAck(*key, AckStatus.ACCEPTED))
 
     task_logs.append(conn, now, logs)
-    _apply(conn, now, catalog, locked, current, ends, done)
+    _apply(conn, now, catalog, runs_of, current, ends, done)
     return done
 
 
@@ -174,39 +177,47 @@ def _apply(
     conn: Connection,
     now: datetime,
     catalog: Catalog,
-    locked: dict[int, dag_runs.RunRow],
+    runs_of: Mapping[int, RunInfo],
     current: dict[int, tis.Current],
     ends: Sequence[tis.AttemptEnd],
     done: Completion,
 ) -> None:
     tis.end_attempts(conn, now, ends, current)
     done.ended += len(ends)
-    finished: dict[int, list[str]] = defaultdict(list)
+    finished: dict[int, dict[str, TaskState]] = defaultdict(dict)
     for e in ends:
         c = current[e.id]
         if e.state is TaskState.UP_FOR_RETRY and e.available_at is not None:
             done.retries.append((c.queue, e.available_at))
         else:
-            finished[c.run_pk].append(c.task_id)
-    _promote(conn, now, catalog, locked, finished, done)
+            finished[c.run_pk][c.task_id] = e.state
+    _promote(conn, now, catalog, runs_of, finished, done)
 
 
 def _promote(
     conn: Connection,
     now: datetime,
     catalog: Catalog,
-    locked: dict[int, dag_runs.RunRow],
-    finished: dict[int, list[str]],
+    runs_of: Mapping[int, RunInfo],
+    finished: Mapping[int, Mapping[str, TaskState]],
     done: Completion,
 ) -> None:
-    for run_pk, task_ids in sorted(finished.items()):
-        run = locked[run_pk]
-        if run.state is not RunState.RUNNING:
-            continue
-        promotion = promote(conn, now, catalog.dag(conn, run.version_id), run_pk, task_ids)
+    """Promote downstream tasks of each run, then count the finishes off the runs.
+
+    Runs are counted down in ascending id, after every promotion, so that
+    their row locks are taken last and in one order.
+    """
+    counts: dict[int, int] = {}
+    for run_pk, changed in sorted(finished.items()):
+        dag = catalog.dag(conn, runs_of[run_pk].version_id)
+        promotion = promote(conn, now, dag, run_pk, changed)
         done.queued += promotion.queued
-        if promotion.finished is not None:
-            done.finished_runs.append((run.run_id, promotion.finished))
+        counts[run_pk] = len(changed) + promotion.finished
+    for run_pk, count in sorted(counts.items()):
+        run = runs_of[run_pk]
+        ended = count_down_run(conn, now, catalog.dag(conn, run.version_id), run_pk, count)
+        if ended is not None:
+            done.finished_runs.append((run.run_id, ended))
             done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
 
 
@@ -214,16 +225,16 @@ def _promote(
 
 
 def _lock_candidates(
-    conn: Connection, candidates: list[int]
-) -> tuple[dict[int, dag_runs.RunRow], dict[int, tis.Current]]:
-    """Lock the candidates' runs, then the candidates, and read them again.
+    conn: Connection, catalog: Catalog, candidates: list[int]
+) -> tuple[dict[int, RunInfo], dict[int, tis.Current]]:
+    """Lock the candidates and read them again, with their runs' facts.
 
     A sweep's candidates were read unlocked; what counts is their state once
-    locked (a heartbeat or report may have got there first). Locking the task
-    rows too makes a heartbeat renewing one of them wait, then find it ended.
+    locked (a heartbeat or report may have got there first). A heartbeat
+    renewing one of them waits for the lock, then finds it ended.
     """
-    locked = dag_runs.lock_for_tasks(conn, candidates)
-    return locked, tis.current(conn, candidates, lock=True)
+    current = tis.current(conn, candidates, lock=True)
+    return catalog.runs(conn, {c.run_pk for c in current.values()}), current
 
 
 def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
@@ -236,12 +247,12 @@ def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: i
     candidates = tis.expired_leases(conn, now, limit)
     if not candidates:
         return done
-    locked, current = _lock_candidates(conn, candidates)
+    runs_of, current = _lock_candidates(conn, catalog, candidates)
     ends = []
     for c in current.values():
         if c.state is not TaskState.RUNNING or c.lease_expires_at is None or c.lease_expires_at >= now:
             continue
-        task = catalog.dag(conn, locked[c.run_pk].version_id).tasks[c.task_id]
+        task = catalog.dag(conn, runs_of[c.run_pk].version_id).tasks[c.task_id]
         error = TaskError(
             "LeaseExpired",
             f"worker {c.worker_id} stopped renewing its lease "
@@ -250,7 +261,7 @@ def expire_leases(conn: Connection, now: datetime, catalog: Catalog, *, limit: i
         ends.append(failure(now, c, task, error))
         if c.worker_id:
             done.lapsed_workers.add(c.worker_id)
-    _apply(conn, now, catalog, locked, current, ends, done)
+    _apply(conn, now, catalog, runs_of, current, ends, done)
     return done
 
 
@@ -260,15 +271,15 @@ def time_out_waiting(conn: Connection, now: datetime, catalog: Catalog, *, limit
     candidates = tis.past_start_deadline(conn, now, limit)
     if not candidates:
         return done
-    locked, current = _lock_candidates(conn, candidates)
+    runs_of, current = _lock_candidates(conn, catalog, candidates)
     failed: list[tuple[int, TaskError]] = []
-    finished: dict[int, list[str]] = defaultdict(list)
+    finished: dict[int, dict[str, TaskState]] = defaultdict(dict)
     for c in current.values():
         if c.state not in (TaskState.QUEUED, TaskState.UP_FOR_RETRY):
             continue
         if c.start_deadline is None or c.start_deadline >= now:
             continue
-        task = catalog.dag(conn, locked[c.run_pk].version_id).tasks[c.task_id]
+        task = catalog.dag(conn, runs_of[c.run_pk].version_id).tasks[c.task_id]
         failed.append(
             (
                 c.id,
@@ -279,10 +290,10 @@ def time_out_waiting(conn: Connection, now: datetime, catalog: Catalog, *, limit
                 ),
             )
         )
-        finished[c.run_pk].append(c.task_id)
+        finished[c.run_pk][c.task_id] = TaskState.FAILED
     tis.fail_waiting(conn, now, failed)
     done.ended = len(failed)
-    _promote(conn, now, catalog, locked, finished, done)
+    _promote(conn, now, catalog, runs_of, finished, done)
     return done
 
 

@@ -33,6 +33,7 @@ from weir.models import (
 from weir.server import claims, completion, leases, logs, queries, runs
 from weir.server.catalog import Catalog
 from weir.server.clock import Clock
+from weir.server.group_commit import GroupCommit, first_error
 from weir.server.store import dags, workers
 from weir.server.store import task_instances as tis
 from weir.server.store.db import Database
@@ -83,6 +84,18 @@ class ControlPlane:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self._timers: set[asyncio.TimerHandle] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._reports: GroupCommit[TaskOutcome, OutcomeAck] = GroupCommit(
+            self._apply_reports, transactions=2, batch=500, what="worker reports"
+        )
+        # Triggers queue up to a limit: past it a caller is told to retry
+        # (RESOURCE_EXHAUSTED) instead of waiting behind a backlog that only grows.
+        self._triggers: GroupCommit[runs.TriggerRequest, DagRun] = GroupCommit(
+            self._apply_triggers,
+            transactions=2,
+            batch=200,
+            max_waiting=settings.max_waiting_triggers,
+            what="triggers",
+        )
         #: worker_id -> loop time its leases ran out; its polls parked before then get no work
         self._lapsed: dict[str, float] = {}
         #: Called with newly queued work per queue after it commits (other replicas).
@@ -125,13 +138,14 @@ class ControlPlane:
 
     async def drain(self) -> None:
         """Wait for shielded transactions still running (graceful shutdown)."""
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        running = self._inflight | self._reports.inflight | self._triggers.inflight
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         for handle in self._timers:
             handle.cancel()
 
     # -- DAGs --------------------------------------------------------------------
-    async def register_dags(self, specs: Sequence[DagSpec]) -> list[RegisteredDag]:
+    async def register_dags(self, specs: Sequence[DagSpec | dags.Prepared]) -> list[RegisteredDag]:
         def register_all(conn: Any, now: datetime) -> list[RegisteredDag]:
             out = []
             for spec in specs:
@@ -160,20 +174,15 @@ class ControlPlane:
     async def trigger(
         self, dag_id: str, *, conf: dict[str, Any], run_id: str | None, logical_date: datetime | None
     ) -> DagRun:
-        async def work() -> DagRun:
-            triggered = await self.db.write(
-                runs.trigger,
-                self.clock.now(),
-                self.catalog,
-                dag_id=dag_id,
-                conf=conf,
-                run_id=run_id,
-                logical_date=logical_date,
-            )
-            self._after_commit(triggered.queued)
-            return await self.db.read(queries.run, triggered.run.run_id)
+        """Create a run; triggers arriving together share one transaction (group commit)."""
+        request = runs.TriggerRequest(dag_id=dag_id, conf=conf, run_id=run_id, logical_date=logical_date)
+        [run] = first_error(await self._triggers.submit([request]))
+        return run
 
-        return await self._shielded(work)
+    async def _apply_triggers(self, requests: list[runs.TriggerRequest]) -> list[DagRun | Exception]:
+        results, queued = await self.db.write(runs.trigger_many, self.clock.now(), self.catalog, requests)
+        self._after_commit(queued)
+        return list(results)
 
     async def get_run(self, run_id: str) -> DagRun:
         return await self.db.read(queries.run, run_id)
@@ -355,18 +364,19 @@ class ControlPlane:
         )
 
     async def complete(self, outcomes: Sequence[TaskOutcome]) -> list[OutcomeAck]:
-        async def work() -> list[OutcomeAck]:
-            done = await self.db.write(
-                completion.complete,
-                self.clock.now(),
-                self.catalog,
-                outcomes,
-                max_result_bytes=self.settings.max_result_bytes,
-            )
-            self._after_commit(done.queued, done.retries, done.finished_runs)
-            return done.acks
+        """Apply outcomes; reports arriving together share one transaction (group commit)."""
+        return first_error(await self._reports.submit(outcomes))
 
-        return await self._shielded(work)
+    async def _apply_reports(self, outcomes: list[TaskOutcome]) -> list[OutcomeAck | Exception]:
+        done = await self.db.write(
+            completion.complete,
+            self.clock.now(),
+            self.catalog,
+            outcomes,
+            max_result_bytes=self.settings.max_result_bytes,
+        )
+        self._after_commit(done.queued, done.retries, done.finished_runs)
+        return list(done.acks)  # one per outcome, in order
 
     async def append_logs(self, chunks: Sequence[LogChunk]) -> list[AckStatus]:
         return await self._shielded(lambda: self.db.write(logs.append, self.clock.now(), chunks))

@@ -1,15 +1,26 @@
 """Promotion: when tasks finish, decide what their downstream tasks do next.
 
-Runs inside the transaction that recorded the finish, with the run locked,
-so a hop (upstream done -> downstream queued) costs no scheduler tick and no
-second transaction. `plan` is pure; `promote` applies a plan to the store and
-finishes the run once every task is done.
+Runs inside the transaction that recorded the finish, so a hop (upstream
+done -> downstream queued) costs no scheduler tick and no second
+transaction. It takes no run lock: each downstream task's own row is the
+point where its upstream tasks' completions meet.
+
+Every waiting task counts its unfinished upstream tasks (`pending_upstream`).
+A finish counts its downstream tasks down (`UPDATE ... RETURNING`, which
+locks those rows), and a downstream task is judged by its trigger rule when
+the count reaches zero, or at once when the finish could decide it early
+(a failure under `all_success`, a success under `one_success`). Two
+upstream tasks finishing at once serialise on the downstream row: the
+second waits for the first to commit, then reads both finishes, so no
+decision is missed and none is taken twice. A decision of upstream_failed or
+skipped finishes that task too, and its own downstream tasks follow in the
+same pass.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,52 +30,13 @@ from weir._rules import Decision, decide, run_outcome
 from weir.server.catalog import CompiledDag
 from weir.server.store import dag_runs
 from weir.server.store import task_instances as tis
-from weir.states import RunState, TaskState
+from weir.states import RunState, TaskState, TriggerRule
 
 _DECISION_STATE = {
     Decision.RUN: TaskState.QUEUED,
     Decision.UPSTREAM_FAILED: TaskState.UPSTREAM_FAILED,
     Decision.SKIP: TaskState.SKIPPED,
 }
-
-
-class NeedStates(Exception):
-    """The plan reached tasks whose upstream states were not loaded."""
-
-
-def plan(dag: CompiledDag, changed: Iterable[str], states: Mapping[str, TaskState]) -> dict[str, Decision]:
-    """Decide every waiting task downstream of `changed` that can move now.
-
-    Tasks that become upstream_failed or skipped are themselves finished, so
-    the plan follows them further down (a failure cascades in one pass).
-    Raises NeedStates when a needed state is missing from `states`.
-    """
-    known = dict(states)
-    out: dict[str, Decision] = {}
-    frontier = deque(changed)
-    while frontier:
-        for d in dag.downstream[frontier.popleft()]:
-            if d in out:
-                continue
-            current = known.get(d)
-            if current is None:
-                raise NeedStates(d)
-            if current is not TaskState.NONE:
-                continue
-            ups = []
-            for u in dag.upstream[d]:
-                s = known.get(u)
-                if s is None:
-                    raise NeedStates(u)
-                ups.append(s)
-            decision = decide(dag.tasks[d].trigger_rule, ups)
-            if decision is Decision.WAIT:
-                continue
-            out[d] = decision
-            known[d] = _DECISION_STATE[decision]
-            if decision is not Decision.RUN:
-                frontier.append(d)
-    return out
 
 
 def initially_ready(dag: CompiledDag) -> set[str]:
@@ -76,48 +48,95 @@ def initially_ready(dag: CompiledDag) -> set[str]:
     }
 
 
+def pending_upstream(dag: CompiledDag) -> dict[str, int]:
+    """task_id -> how many upstream tasks it waits for when a run starts."""
+    return {t: len(set(ups)) for t, ups in dag.upstream.items()}
+
+
+def may_decide_early(rule: TriggerRule, finished_as: TaskState) -> bool:
+    """Whether one upstream finishing as `finished_as` can decide a task before the others finish.
+
+    Everything but a success can (a failure under all_success, a skip under
+    none_skipped, ...); a success only under one_success. Looking when it
+    cannot is merely wasted work; not looking when it can would be a bug,
+    so this errs on the side of looking.
+    """
+    return finished_as is not TaskState.SUCCESS or rule is TriggerRule.ONE_SUCCESS
+
+
 @dataclass
 class Promotion:
     queued: Counter[str] = field(default_factory=Counter)
-    #: The run's final state when this promotion finished it.
-    finished: RunState | None = None
+    #: Tasks this promotion finished itself (upstream_failed, skipped).
+    finished: int = 0
 
 
 def promote(
-    conn: Connection, now: datetime, dag: CompiledDag, run_pk: int, changed: Iterable[str]
+    conn: Connection, now: datetime, dag: CompiledDag, run_pk: int, changed: Mapping[str, TaskState]
 ) -> Promotion:
-    """Apply the consequences of `changed` tasks having finished in a locked, running run."""
-    changed = list(changed)
-    candidates = {d for t in changed for d in dag.downstream[t]}
-    needed = candidates | {u for d in candidates for u in dag.upstream[d]}
-    states = tis.states(conn, run_pk, needed)
-    try:
-        decisions = plan(dag, changed, states)
-    except NeedStates:
-        # A cascade went past the tasks loaded: load the whole run once.
-        states = tis.states(conn, run_pk)
-        decisions = plan(dag, changed, states)
-
+    """Apply the consequences of `changed` tasks (task_id -> final state) having finished."""
     result = Promotion()
-    by_decision: dict[Decision, list[str]] = {}
-    for task_id, decision in decisions.items():
-        by_decision.setdefault(decision, []).append(task_id)
-    for decision, task_ids in by_decision.items():
-        deadlines = (
-            {t: tis.start_deadline(now, dag.tasks[t]) for t in task_ids} if decision is Decision.RUN else None
-        )
-        moved = tis.move(conn, now, run_pk, task_ids, _DECISION_STATE[decision], deadlines)
-        if decision is Decision.RUN:
-            result.queued.update(queue for _, queue in moved)
-    if not result.queued:
-        result.finished = finish_if_done(conn, now, dag, run_pk)
+    frontier = dict(changed)
+    while frontier:
+        # How many of each downstream task's upstream tasks finished in this step.
+        finishes: Counter[str] = Counter()
+        for task_id in frontier:
+            finishes.update(set(dag.downstream[task_id]))
+        if not finishes:
+            break
+        counted = tis.count_down_upstream(conn, run_pk, finishes)
+        to_judge = [
+            d
+            for d, (state, pending) in counted.items()
+            if state is TaskState.NONE
+            and (
+                pending is None
+                or pending <= 0
+                or any(
+                    may_decide_early(dag.tasks[d].trigger_rule, frontier[u])
+                    for u in dag.upstream[d]
+                    if u in frontier
+                )
+            )
+        ]
+        if not to_judge:
+            break
+        states = tis.states(conn, run_pk, {u for d in to_judge for u in dag.upstream[d]})
+        by_decision: dict[Decision, list[str]] = {}
+        for d in to_judge:
+            decision = decide(dag.tasks[d].trigger_rule, [states[u] for u in dag.upstream[d]])
+            if decision is not Decision.WAIT:
+                by_decision.setdefault(decision, []).append(d)
+        frontier = {}
+        for decision, task_ids in by_decision.items():
+            to = _DECISION_STATE[decision]
+            deadlines = (
+                {t: tis.start_deadline(now, dag.tasks[t]) for t in task_ids}
+                if decision is Decision.RUN
+                else None
+            )
+            moved = tis.move(conn, now, run_pk, task_ids, to, deadlines)
+            if decision is Decision.RUN:
+                result.queued.update(queue for _, queue in moved)
+            else:
+                result.finished += len(moved)
+                frontier.update((task_id, to) for task_id, _ in moved)
     return result
 
 
-def finish_if_done(conn: Connection, now: datetime, dag: CompiledDag, run_pk: int) -> RunState | None:
-    """End the run when no task is left to run; its state comes from the leaves."""
-    if tis.has_unfinished(conn, run_pk):
+def count_down_run(
+    conn: Connection, now: datetime, dag: CompiledDag, run_pk: int, finished: int
+) -> RunState | None:
+    """Count `finished` tasks off the run; the transaction that reaches zero ends it.
+
+    Called last in its transaction: the run row stays locked only until
+    commit. Every other finish of this run committed before this one got the
+    row, so the leaf states read here are final. Returns the state the run
+    ended in, or None.
+    """
+    left, state = dag_runs.count_down(conn, run_pk, finished)
+    if left > 0 or state is not RunState.RUNNING:
         return None
     leaves = tis.states(conn, run_pk, dag.leaves)
-    state = RunState.SUCCESS if run_outcome(leaves.values()) else RunState.FAILED
-    return state if dag_runs.finish(conn, now, run_pk, state) else None
+    outcome = RunState.SUCCESS if run_outcome(leaves.values()) else RunState.FAILED
+    return outcome if dag_runs.finish(conn, now, run_pk, outcome) else None

@@ -5,23 +5,28 @@ queued) in the same transaction when its DAG is unpaused and below
 max_active_runs; otherwise it starts when a slot frees: when another run of
 the DAG finishes or the DAG is unpaused.
 
-Lock order, everywhere: dag_runs rows (ascending id), then the dags row,
-then task_instances rows. Triggering takes only the dags row.
+Lock order: task_instances rows (those ending, ascending id, then their
+downstream tasks), then dag_runs rows (ascending id), then the dags row.
+Triggering takes only the dags row. Cancelling a run locks its row first;
+a completion racing it may deadlock, and the database aborts one of the
+two, which is retried (db.Database treats deadlock victims as transient).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from weir.errors import AlreadyExists, InvalidArgument, NotFound
+from weir.errors import AlreadyExists, InvalidArgument, NotFound, WeirError
+from weir.models import DagRun
 from weir.server.catalog import Catalog
-from weir.server.promotion import initially_ready
+from weir.server.promotion import initially_ready, pending_upstream
 from weir.server.store import dag_runs, dags
 from weir.server.store import task_instances as tis
 from weir.states import RunType
@@ -87,6 +92,39 @@ def trigger(
     return Triggered(run=run, queued=queued)
 
 
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    dag_id: str
+    conf: dict[str, Any]
+    run_id: str | None = None
+    logical_date: datetime | None = None
+
+
+def trigger_many(
+    conn: Connection, now: datetime, catalog: Catalog, requests: Sequence[TriggerRequest]
+) -> tuple[list[DagRun | WeirError], Counter[str]]:
+    """Trigger several runs in one transaction; a bad request fails alone.
+
+    Every check that can refuse a request runs before it writes anything,
+    so a refused request leaves the transaction clean for the others.
+    Returns one run (or the error) per request, and the tasks queued.
+    """
+    out: list[DagRun | WeirError] = []
+    queued: Counter[str] = Counter()
+    for r in requests:
+        try:
+            triggered = trigger(
+                conn, now, catalog, dag_id=r.dag_id, conf=r.conf, run_id=r.run_id, logical_date=r.logical_date
+            )
+        except WeirError as exc:
+            out.append(exc)
+            continue
+        queued += triggered.queued
+        run = triggered.run
+        out.append(dag_runs.to_model(run, dag_runs.versions(conn, [run.version_id]).get(run.version_id)))
+    return out, queued
+
+
 def start_queued_runs(conn: Connection, now: datetime, catalog: Catalog, dag: dags.DagForRun) -> Counter[str]:
     """Start the oldest queued runs of a DAG while it is unpaused and has free run slots.
 
@@ -106,9 +144,9 @@ def start_queued_runs(conn: Connection, now: datetime, catalog: Catalog, dag: da
 
 def start_run(conn: Connection, now: datetime, catalog: Catalog, run: dag_runs.RunRow) -> Counter[str]:
     """Move a queued run to running: create its task instances and queue its roots."""
-    if not dag_runs.mark_running(conn, now, run.pk):
-        return Counter()
     compiled = catalog.dag(conn, run.version_id)
+    if not dag_runs.mark_running(conn, now, run.pk, tasks=len(compiled.spec.tasks)):
+        return Counter()
     return tis.create_for_run(
         conn,
         now,
@@ -116,6 +154,7 @@ def start_run(conn: Connection, now: datetime, catalog: Catalog, run: dag_runs.R
         dag_id=run.dag_id,
         tasks=compiled.spec.tasks,
         ready=initially_ready(compiled),
+        pending=pending_upstream(compiled),
     )
 
 

@@ -247,7 +247,7 @@ class Worker:
 
     async def _execute(self, a: Assignment, runner: Runner) -> None:
         label = f"{a.dag_id}.{a.task_id} (run {a.run_id}, try {a.try_number}/{a.max_tries})"
-        log.info("start %s", label)
+        log.debug("start %s", label)
         started = time.monotonic()
         buffer = self._log_buffers.setdefault(a.key, bytearray())
 
@@ -272,8 +272,12 @@ class Worker:
             self.abandoned.discard(a.key)
             self.held.pop(a.key, None)
             return
-        detail = f": {result.error}" if result.error else ""
-        log.info("%s %s in %.3fs%s", result.outcome.value, label, elapsed, detail)
+        # One line per task at thousands of tasks a second is noise (and CPU):
+        # successes are logged at DEBUG, failures stand out at WARNING.
+        if result.outcome is Outcome.FAILED:
+            log.warning("failed %s in %.3fs: %s", label, elapsed, result.error)
+        else:
+            log.debug("%s %s in %.3fs", result.outcome.value, label, elapsed)
         self.outbox.add_outcome(
             TaskOutcome(
                 task_instance_id=a.task_instance_id,

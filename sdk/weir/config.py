@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(
         default=6, ge=1, description="Database connections of the server (Postgres); SQLite uses one writer."
     )
+    max_waiting_triggers: int = Field(
+        default=1000,
+        ge=1,
+        description="Triggers a server holds waiting for the database before refusing more "
+        "(RESOURCE_EXHAUSTED, retry later).",
+    )
     log_level: str = Field(default="INFO", description="Log level of server and worker processes.")
 
     @model_validator(mode="after")

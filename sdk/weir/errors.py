@@ -54,6 +54,12 @@ class LeaseLost(FailedPrecondition):
     """A report named an attempt that is no longer current; nothing was applied."""
 
 
+class ResourceExhausted(WeirError):
+    """The server is at a limit (too much work waiting); retry later."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Unavailable(WeirError):
     code = "UNAVAILABLE"
 
@@ -85,6 +91,7 @@ _BY_CODE: dict[str, type[WeirError]] = {
         AlreadyExists,
         InvalidArgument,
         FailedPrecondition,
+        ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
         Unauthenticated,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import grpc
@@ -12,6 +13,7 @@ from weir.errors import InvalidArgument
 from weir.server.api import validate
 from weir.server.api.errors import rpc
 from weir.server.plane import ControlPlane
+from weir.server.store import dags
 from weir.v1 import control_pb2 as cpb
 from weir.v1 import control_pb2_grpc as cgrpc
 from weir.v1 import types_pb2 as pb
@@ -19,11 +21,15 @@ from weir.v1 import types_pb2 as pb
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 MAX_RUNS_LISTED = 1000
+#: Distinct DAG spec messages remembered by RegisterDags.
+PREPARED_CACHE = 256
 
 
 class ControlService(cgrpc.ControlServiceServicer):
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        #: sha256 of a serialized DagSpec message -> what it converts to (oldest first)
+        self._prepared: dict[bytes, dags.Prepared] = {}
 
     @rpc
     async def RegisterDags(self, request: cpb.RegisterDagsRequest, context: Ctx) -> cpb.RegisterDagsResponse:
@@ -32,15 +38,31 @@ class ControlService(cgrpc.ControlServiceServicer):
         parsed = []
         seen: set[str] = set()
         for i, msg in enumerate(request.dags):
-            path = f"dags[{i}]"
-            spec = validate.converted(cv.dag_spec_from_proto, msg, path, field=path)
-            specs.validate(spec, path)
-            if spec.dag_id in seen:
-                raise InvalidArgument(f"DAG {spec.dag_id!r} appears twice", field=f"{path}.dag_id")
-            seen.add(spec.dag_id)
-            parsed.append(spec)
+            prepared = self._prepare(msg, f"dags[{i}]")
+            dag_id = prepared.spec.dag_id
+            if dag_id in seen:
+                raise InvalidArgument(f"DAG {dag_id!r} appears twice", field=f"dags[{i}].dag_id")
+            seen.add(dag_id)
+            parsed.append(prepared)
         registered = await self.plane.register_dags(parsed)
         return cpb.RegisterDagsResponse(dags=[cv.registered_to_proto(r) for r in registered])
+
+    def _prepare(self, msg: pb.DagSpec, path: str) -> dags.Prepared:
+        """Convert, validate and hash a DAG spec, once per distinct message.
+
+        Every worker registers every DAG it loads when it starts; converting a
+        DAG of thousands of tasks each time cost seconds of server CPU.
+        """
+        key = hashlib.sha256(msg.SerializeToString(deterministic=True)).digest()
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            spec = validate.converted(cv.dag_spec_from_proto, msg, path, field=path)
+            specs.validate(spec, path)
+            prepared = dags.Prepared.of(spec)
+            self._prepared[key] = prepared
+            while len(self._prepared) > PREPARED_CACHE:
+                self._prepared.pop(next(iter(self._prepared)))
+        return prepared
 
     @rpc
     async def ListDags(self, request: cpb.ListDagsRequest, context: Ctx) -> cpb.ListDagsResponse:

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from weir.models import DagRun, DagVersion
-from weir.server.store.schema import dag_runs, dag_versions, task_instances
+from weir.server.store.schema import dag_runs, dag_versions
 from weir.states import RunState, RunType
 
 
@@ -123,13 +123,28 @@ def queued_runs(conn: Connection, dag_id: str, limit: int) -> list[RunRow]:
     return [_row(r) for r in rows]
 
 
-def mark_running(conn: Connection, now: datetime, pk: int) -> bool:
+def mark_running(conn: Connection, now: datetime, pk: int, *, tasks: int) -> bool:
+    """Start a queued run of `tasks` task instances (all unfinished)."""
     result = conn.execute(
         update(dag_runs)
         .where(dag_runs.c.id == pk, dag_runs.c.state == RunState.QUEUED)
-        .values(state=RunState.RUNNING, started_at=now)
+        .values(state=RunState.RUNNING, started_at=now, unfinished=tasks)
     )
     return result.rowcount == 1
+
+
+_COUNT_DOWN = (
+    update(dag_runs)
+    .where(dag_runs.c.id == bindparam("b_pk"))
+    .values(unfinished=dag_runs.c.unfinished - bindparam("b_finished"))
+    .returning(dag_runs.c.unfinished, dag_runs.c.state)
+)
+
+
+def count_down(conn: Connection, pk: int, finished: int) -> tuple[int, RunState]:
+    """Count finished task instances off a run (locking its row); returns (left, run state)."""
+    row = conn.execute(_COUNT_DOWN, {"b_pk": pk, "b_finished": finished}).one()
+    return row.unfinished, RunState(row.state)
 
 
 def finish(
@@ -163,28 +178,6 @@ def lock(conn: Connection, pks: Iterable[int]) -> dict[int, RunRow]:
         select(*_COLUMNS).where(dag_runs.c.id.in_(ids)).order_by(dag_runs.c.id).with_for_update()
     )
     return {r.id: _row(r) for r in rows}
-
-
-_LOCK_FOR_TASKS = (
-    select(*_COLUMNS)
-    .where(
-        dag_runs.c.id.in_(
-            select(task_instances.c.run_pk)
-            .where(task_instances.c.id.in_(bindparam("ti_ids", expanding=True)))
-            .scalar_subquery()
-        )
-    )
-    .order_by(dag_runs.c.id)
-    .with_for_update()
-)
-
-
-def lock_for_tasks(conn: Connection, ti_ids: Iterable[int]) -> dict[int, RunRow]:
-    """Lock the runs owning these task instances (same order and purpose as `lock`)."""
-    ids = list(set(ti_ids))
-    if not ids:
-        return {}
-    return {r.id: _row(r) for r in conn.execute(_LOCK_FOR_TASKS, {"ti_ids": ids})}
 
 
 def get(conn: Connection, run_id: str) -> RunRow | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from weir.models import DagInfo, DagVersion
 from weir.server.store._dialect import insert_ignoring_conflict
@@ -23,32 +24,54 @@ class Registered:
     created: bool
 
 
-def register(conn: Connection, now: datetime, spec: DagSpec) -> Registered:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A spec with its canonical JSON and content hash, computed once."""
+
+    spec: DagSpec
+    text: str
+    digest: str
+
+    @classmethod
+    def of(cls, spec: DagSpec) -> Prepared:
+        text = spec.canonical_json()
+        return cls(spec, text, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _version_of(conn: Connection, dag_id: str, digest: str) -> Row[Any, Any] | None:
+    return conn.execute(
+        select(dag_versions.c.id, dag_versions.c.created_at).where(
+            dag_versions.c.dag_id == dag_id, dag_versions.c.version_hash == digest
+        )
+    ).first()
+
+
+def register(conn: Connection, now: datetime, spec: DagSpec | Prepared) -> Registered:
     """Store `spec` as the DAG's latest version unless an equal version exists.
 
     Re-registering an older spec makes it the latest again without a new row.
+    Every worker registers its DAGs when it starts, so the usual case (the
+    version exists) sends no spec text to the database.
     """
-    digest = spec.content_hash()
+    prepared = spec if isinstance(spec, Prepared) else Prepared.of(spec)
+    spec, digest = prepared.spec, prepared.digest
     conn.execute(
         insert_ignoring_conflict(conn, dags, ["dag_id"]).values(
             dag_id=spec.dag_id, is_paused=False, created_at=now, updated_at=now
         )
     )
-    inserted = conn.execute(
-        insert_ignoring_conflict(conn, dag_versions, ["dag_id", "version_hash"])
-        .values(dag_id=spec.dag_id, version_hash=digest, spec=spec.canonical_json(), created_at=now)
-        .returning(dag_versions.c.id)
-    ).first()
-    created = inserted is not None
-    if inserted is not None:
-        version_id, created_at = inserted.id, now
-    else:
-        row = conn.execute(
-            select(dag_versions.c.id, dag_versions.c.created_at).where(
-                dag_versions.c.dag_id == spec.dag_id, dag_versions.c.version_hash == digest
-            )
-        ).one()
-        version_id, created_at = row.id, row.created_at
+    created = False
+    row = _version_of(conn, spec.dag_id, digest)
+    if row is None:
+        inserted = conn.execute(
+            insert_ignoring_conflict(conn, dag_versions, ["dag_id", "version_hash"])
+            .values(dag_id=spec.dag_id, version_hash=digest, spec=prepared.text, created_at=now)
+            .returning(dag_versions.c.id, dag_versions.c.created_at)
+        ).first()
+        created = inserted is not None
+        row = inserted if inserted is not None else _version_of(conn, spec.dag_id, digest)
+    assert row is not None
+    version_id, created_at = row.id, row.created_at
     conn.execute(
         update(dags)
         .where(dags.c.dag_id == spec.dag_id)

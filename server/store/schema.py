@@ -81,6 +81,10 @@ dag_runs = Table(
     Column("queued_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
+    # Task instances not yet finished. Completions count it down last in their
+    # transaction (a short row lock instead of locking the run throughout);
+    # the one that reaches 0 ends the run.
+    Column("unfinished", Integer, nullable=False, server_default="0"),
     Index(None, "dag_id", "state"),
     Index(None, "state", "queued_at"),
 )
@@ -102,6 +106,9 @@ task_instances = Table(
     # Tries that count against max_tries.
     Column("try_number", Integer, nullable=False, server_default="0"),
     Column("max_tries", Integer, nullable=False, server_default="1"),
+    # Upstream tasks not yet finished; NULL when unknown (rows from before
+    # revision 0004), which makes promotion look at every upstream state.
+    Column("pending_upstream", Integer, nullable=True),
     # A queued task is claimable once available_at has passed (retry backoff).
     Column("available_at", UTCDateTime, nullable=True),
     Column("queued_at", UTCDateTime, nullable=True),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import TaskError, TaskInstance
@@ -37,9 +37,18 @@ def start_deadline(available_at: datetime, task: TaskSpec) -> datetime | None:
 
 
 def create_for_run(
-    conn: Connection, now: datetime, *, run_pk: int, dag_id: str, tasks: Sequence[TaskSpec], ready: set[str]
+    conn: Connection,
+    now: datetime,
+    *,
+    run_pk: int,
+    dag_id: str,
+    tasks: Sequence[TaskSpec],
+    ready: set[str],
+    pending: Mapping[str, int],
 ) -> Counter[str]:
     """Insert one instance per task; those in `ready` are queued at once.
+
+    `pending` gives each task its count of upstream tasks to wait for.
 
     Returns how many were queued per queue, for waking pollers.
     """
@@ -63,6 +72,7 @@ def create_for_run(
                 "available_at": now if is_ready else None,
                 "queued_at": now if is_ready else None,
                 "start_deadline": start_deadline(now, t) if is_ready else None,
+                "pending_upstream": pending[t.task_id],
             }
         )
     if rows:
@@ -322,6 +332,38 @@ def states(conn: Connection, run_pk: int, task_ids: Iterable[str] | None = None)
     return {r.task_id: TaskState(r.state) for r in rows}
 
 
+_COUNT_DOWN_UPSTREAM = (
+    update(ti)
+    .where(
+        ti.c.run_pk == bindparam("b_run_pk"),
+        ti.c.task_id.in_(bindparam("b_task_ids", expanding=True)),
+        ti.c.map_index == -1,
+    )
+    .values(pending_upstream=ti.c.pending_upstream - bindparam("b_finished"))
+    .returning(ti.c.task_id, ti.c.state, ti.c.pending_upstream)
+)
+
+
+def count_down_upstream(
+    conn: Connection, run_pk: int, finishes: Mapping[str, int]
+) -> dict[str, tuple[TaskState, int | None]]:
+    """Count finished upstream tasks off these tasks, locking their rows until commit.
+
+    `finishes` maps task_id -> upstream tasks of it that just finished.
+    Returns task_id -> (state, upstream tasks still pending; None: unknown).
+    """
+    by_count: dict[int, list[str]] = {}
+    for task_id, n in finishes.items():
+        by_count.setdefault(n, []).append(task_id)
+    out: dict[str, tuple[TaskState, int | None]] = {}
+    for n, task_ids in sorted(by_count.items()):
+        rows = conn.execute(
+            _COUNT_DOWN_UPSTREAM, {"b_run_pk": run_pk, "b_task_ids": sorted(task_ids), "b_finished": n}
+        )
+        out.update((r.task_id, (TaskState(r.state), r.pending_upstream)) for r in rows)
+    return out
+
+
 def move(
     conn: Connection,
     now: datetime,
@@ -353,23 +395,6 @@ def move(
         )
         moved.extend((r.task_id, r.queue) for r in rows)
     return moved
-
-
-# One probe of the (run_pk, state) index per unfinished state: an `IN` over
-# the states makes Postgres walk every task of the run when its statistics
-# are young (a big run, just created), so a long run's completions went O(n).
-_HAS_UNFINISHED = select(
-    or_(
-        *(
-            exists().where(ti.c.run_pk == bindparam("run_pk"), ti.c.state == state.value)
-            for state in sorted(UNFINISHED_TASK_STATES)
-        )
-    )
-)
-
-
-def has_unfinished(conn: Connection, run_pk: int) -> bool:
-    return bool(conn.execute(_HAS_UNFINISHED, {"run_pk": run_pk}).scalar_one())
 
 
 # -- results -------------------------------------------------------------------

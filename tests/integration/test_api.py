@@ -236,3 +236,30 @@ def test_health_service_reports_serving(server: ServerThread) -> None:
     assert (
         stub.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
     )
+
+
+def test_concurrent_triggers_share_transactions_and_fail_alone(client: Client, server: ServerThread) -> None:
+    """Twenty triggers at once: the bad ones get their own error, the rest their own run."""
+    client.register_dags([dag_spec("many", py("a"), max_active_runs=100)])
+    outcomes: list[tuple[str, object]] = []
+
+    def trigger(run_id: str, dag_id: str = "many") -> None:
+        try:
+            outcomes.append((run_id, client.trigger(dag_id, run_id=run_id)))
+        except Exception as exc:
+            outcomes.append((run_id, exc))
+
+    threads = [threading.Thread(target=trigger, args=(f"r{i}",)) for i in range(18)]
+    threads.append(threading.Thread(target=trigger, args=("ghost", "no_such_dag")))
+    threads.append(threading.Thread(target=trigger, args=("r0",)))  # the same run_id again
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = sorted((run_id, type(o).__name__) for run_id, o in outcomes if isinstance(o, Exception))
+    assert errors == [("ghost", "NotFound"), ("r0", "AlreadyExists")]
+    created = sorted(o.run_id for _, o in outcomes if not isinstance(o, Exception))  # type: ignore[attr-defined]
+    assert created == sorted(f"r{i}" for i in range(18))
+    runs = client.list_runs(dag_id="many", limit=100)
+    assert sorted(r.run_id for r in runs) == created
+    assert all(r.state is RunState.RUNNING for r in runs)
