@@ -213,12 +213,16 @@ def _promote(
         promotion = promote(conn, now, dag, run_pk, changed)
         done.queued += promotion.queued
         counts[run_pk] = len(changed) + promotion.finished
+    freed: set[str] = set()
     for run_pk, count in sorted(counts.items()):
         run = runs_of[run_pk]
         ended = count_down_run(conn, now, catalog.dag(conn, run.version_id), run_pk, count)
         if ended is not None:
             done.finished_runs.append((run.run_id, ended))
-            done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
+            freed.add(run.dag_id)
+    # Run slots freed: start queued runs, once per DAG however many runs ended.
+    for dag_id in sorted(freed):
+        done.queued += runs.after_run_finished(conn, now, catalog, dag_id)
 
 
 # -- sweeps ---------------------------------------------------------------------------

@@ -180,7 +180,7 @@ class ControlPlane:
         return run
 
     async def _apply_triggers(self, requests: list[runs.TriggerRequest]) -> list[DagRun | Exception]:
-        results, queued = await self.db.write(runs.trigger_many, self.clock.now(), self.catalog, requests)
+        results, queued = await self.db.write(runs.trigger_for_api, self.clock.now(), self.catalog, requests)
         self._after_commit(queued)
         return list(results)
 

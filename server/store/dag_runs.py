@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,14 +123,24 @@ def queued_runs(conn: Connection, dag_id: str, limit: int) -> list[RunRow]:
     return [_row(r) for r in rows]
 
 
-def mark_running(conn: Connection, now: datetime, pk: int, *, tasks: int) -> bool:
-    """Start a queued run of `tasks` task instances (all unfinished)."""
-    result = conn.execute(
-        update(dag_runs)
-        .where(dag_runs.c.id == pk, dag_runs.c.state == RunState.QUEUED)
-        .values(state=RunState.RUNNING, started_at=now, unfinished=tasks)
-    )
-    return result.rowcount == 1
+def mark_running(conn: Connection, now: datetime, tasks: Mapping[int, int]) -> list[int]:
+    """Start queued runs: run pk -> its number of task instances (all unfinished).
+
+    Returns the pks of the runs that were still queued and are running now.
+    """
+    by_size: dict[int, list[int]] = {}
+    for pk, n in tasks.items():
+        by_size.setdefault(n, []).append(pk)
+    started: list[int] = []
+    for n, pks in by_size.items():
+        rows = conn.execute(
+            update(dag_runs)
+            .where(dag_runs.c.id.in_(pks), dag_runs.c.state == RunState.QUEUED)
+            .values(state=RunState.RUNNING, started_at=now, unfinished=n)
+            .returning(dag_runs.c.id)
+        )
+        started.extend(r.id for r in rows)
+    return started
 
 
 _COUNT_DOWN = (

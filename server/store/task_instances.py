@@ -36,45 +36,48 @@ def start_deadline(available_at: datetime, task: TaskSpec) -> datetime | None:
     return None if timeout is None else available_at + timeout
 
 
-def create_for_run(
-    conn: Connection,
-    now: datetime,
-    *,
-    run_pk: int,
-    dag_id: str,
-    tasks: Sequence[TaskSpec],
-    ready: set[str],
-    pending: Mapping[str, int],
-) -> Counter[str]:
-    """Insert one instance per task; those in `ready` are queued at once.
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """The task instances to create for one run that starts."""
 
-    `pending` gives each task its count of upstream tasks to wait for.
+    run_pk: int
+    dag_id: str
+    tasks: Sequence[TaskSpec]
+    #: tasks queued at once
+    ready: set[str]
+    #: task_id -> upstream tasks it waits for
+    pending: Mapping[str, int]
+
+
+def create_for_runs(conn: Connection, now: datetime, new_runs: Sequence[NewRun]) -> Counter[str]:
+    """Insert one instance per task of each run (one statement); ready ones are queued at once.
 
     Returns how many were queued per queue, for waking pollers.
     """
     rows = []
     queued: Counter[str] = Counter()
-    for t in tasks:
-        is_ready = t.task_id in ready
-        if is_ready:
-            queued[t.queue] += 1
-        rows.append(
-            {
-                "run_pk": run_pk,
-                "dag_id": dag_id,
-                "task_id": t.task_id,
-                "map_index": -1,
-                "state": TaskState.QUEUED if is_ready else TaskState.NONE,
-                "queue": t.queue,
-                "pool": t.pool,
-                "priority": t.priority,
-                "max_tries": t.max_tries,
-                "available_at": now if is_ready else None,
-                "queued_at": now if is_ready else None,
-                "start_deadline": start_deadline(now, t) if is_ready else None,
-                "pending_upstream": pending[t.task_id],
-            }
-        )
+    for run in new_runs:
+        for t in run.tasks:
+            is_ready = t.task_id in run.ready
+            if is_ready:
+                queued[t.queue] += 1
+            rows.append(
+                {
+                    "run_pk": run.run_pk,
+                    "dag_id": run.dag_id,
+                    "task_id": t.task_id,
+                    "map_index": -1,
+                    "state": TaskState.QUEUED if is_ready else TaskState.NONE,
+                    "queue": t.queue,
+                    "pool": t.pool,
+                    "priority": t.priority,
+                    "max_tries": t.max_tries,
+                    "available_at": now if is_ready else None,
+                    "queued_at": now if is_ready else None,
+                    "start_deadline": start_deadline(now, t) if is_ready else None,
+                    "pending_upstream": run.pending[t.task_id],
+                }
+            )
     if rows:
         conn.execute(insert(ti), rows)
     return queued
