@@ -84,14 +84,17 @@ class ControlPlane:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self._timers: set[asyncio.TimerHandle] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
+        # One transaction at a time for each: two report transactions that both
+        # ended runs of one DAG deadlocked on its row (seen at 50 triggers/s),
+        # and one at a time simply makes each transaction larger.
         self._reports: GroupCommit[TaskOutcome, OutcomeAck] = GroupCommit(
-            self._apply_reports, transactions=2, batch=500, what="worker reports"
+            self._apply_reports, transactions=1, batch=500, what="worker reports"
         )
         # Triggers queue up to a limit: past it a caller is told to retry
         # (RESOURCE_EXHAUSTED) instead of waiting behind a backlog that only grows.
         self._triggers: GroupCommit[runs.TriggerRequest, DagRun] = GroupCommit(
             self._apply_triggers,
-            transactions=2,
+            transactions=1,
             batch=200,
             max_waiting=settings.max_waiting_triggers,
             what="triggers",
