@@ -341,9 +341,10 @@ class ControlPlane:
         async def work() -> int:
             done = await self.db.write(fn, now, self.catalog, limit=limit)
             lapsed_at = asyncio.get_running_loop().time()
-            # No poll is parked longer than MAX_WAIT: older marks can go.
-            horizon = lapsed_at - MAX_WAIT.total_seconds()
-            self._lapsed = {w: t for w, t in self._lapsed.items() if t > horizon}
+            if self._lapsed:
+                # No poll is parked longer than MAX_WAIT: older marks can go.
+                horizon = lapsed_at - MAX_WAIT.total_seconds()
+                self._lapsed = {w: t for w, t in self._lapsed.items() if t > horizon}
             for worker_id in done.lapsed_workers:
                 self._lapsed[worker_id] = lapsed_at
             self._after_commit(done.queued, done.retries, done.finished_runs)

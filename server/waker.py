@@ -63,6 +63,10 @@ class Waker:
         """False when every queue was found empty and nothing was queued there since."""
         return any(self._empty.get(q) != self._generation.get(q, 0) for q in queues)
 
+    def _forget_empty(self) -> None:
+        for queue in list(self._empty):
+            self._moved_on(queue)
+
     def _moved_on(self, queue: str) -> None:
         self._generation[queue] = self._generation.get(queue, 0) + 1
         self._empty.pop(queue, None)
@@ -93,14 +97,12 @@ class Waker:
 
     def nudge(self) -> int:
         """Forget which queues were empty and wake one sleeping poll per queue (the safety poll)."""
-        for queue in list(self._empty):
-            self._moved_on(queue)
+        self._forget_empty()
         queues = {q for w in self._waiters if not w.event.is_set() for q in w.queues}
         return self.notify(dict.fromkeys(queues, 1))
 
     def notify_all(self) -> None:
-        for queue in list(self._empty):
-            self._moved_on(queue)
+        self._forget_empty()
         for waiter in self._waiters:
             waiter.event.set()
 

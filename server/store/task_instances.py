@@ -319,19 +319,19 @@ def attempt_outcomes(conn: Connection, keys: Iterable[tuple[int, int]]) -> dict[
 # -- promotion ------------------------------------------------------------------
 
 
-_STATES = select(ti.c.task_id, ti.c.state).where(ti.c.run_pk == bindparam("run_pk"), ti.c.map_index == -1)
-_SOME_STATES = _STATES.where(ti.c.task_id.in_(bindparam("task_ids", expanding=True)))
+_STATES = select(ti.c.task_id, ti.c.state).where(
+    ti.c.run_pk == bindparam("run_pk"),
+    ti.c.map_index == -1,
+    ti.c.task_id.in_(bindparam("task_ids", expanding=True)),
+)
 
 
-def states(conn: Connection, run_pk: int, task_ids: Iterable[str] | None = None) -> dict[str, TaskState]:
-    """task_id -> state in one run (all tasks when task_ids is None)."""
-    if task_ids is None:
-        rows = conn.execute(_STATES, {"run_pk": run_pk})
-    else:
-        wanted = list(set(task_ids))
-        if not wanted:
-            return {}
-        rows = conn.execute(_SOME_STATES, {"run_pk": run_pk, "task_ids": wanted})
+def states(conn: Connection, run_pk: int, task_ids: Iterable[str]) -> dict[str, TaskState]:
+    """task_id -> state of these tasks in one run."""
+    wanted = list(set(task_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(_STATES, {"run_pk": run_pk, "task_ids": wanted})
     return {r.task_id: TaskState(r.state) for r in rows}
 
 
