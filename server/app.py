@@ -24,9 +24,8 @@ from weir.server.plane import ControlPlane
 from weir.server.services.base import Service
 from weir.server.services.clock_sync import ClockSync
 from weir.server.services.db_watchdog import DatabaseWatchdog
-from weir.server.services.lease_reaper import LeaseReaper
 from weir.server.services.safety_poll import SafetyPoll
-from weir.server.services.start_timeouts import StartTimeouts
+from weir.server.services.sweep import ExpirySweep
 from weir.server.store.db import Database
 from weir.v1 import control_pb2, control_pb2_grpc, worker_pb2, worker_pb2_grpc
 
@@ -122,8 +121,7 @@ class Server:
         s = self.settings
         self.fatal = asyncio.get_running_loop().create_future()
         services: list[Service] = [
-            LeaseReaper(self.plane, s.sweep_seconds),
-            StartTimeouts(self.plane, s.sweep_seconds),
+            ExpirySweep(self.plane, s.sweep_seconds),
             SafetyPoll(self.plane.waker, self.clock, s.safety_poll_seconds),
             DatabaseWatchdog(self.db, self.clock, limit=s.db_unavailable_exit_seconds, fatal=self.fatal),
         ]

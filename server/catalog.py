@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from weir import _template
 from weir.errors import NotFound
+from weir.models import DagVersion
 from weir.server.store import dag_runs, dags
 from weir.spec import DagSpec, PythonCall, TaskSpec
 
@@ -30,8 +31,7 @@ V = TypeVar("V")
 class CompiledDag:
     """A DAG version with its graph precomputed for scheduling."""
 
-    version_id: int
-    hash: str
+    version: DagVersion
     spec: DagSpec
     tasks: dict[str, TaskSpec]
     upstream: dict[str, tuple[str, ...]]
@@ -40,16 +40,19 @@ class CompiledDag:
     #: task_id -> upstream task ids whose results its arguments use
     refs: dict[str, frozenset[str]]
 
+    @property
+    def version_id(self) -> int:
+        return self.version.id
 
-def compile_dag(version_id: int, digest: str, spec: DagSpec) -> CompiledDag:
+
+def compile_dag(version: DagVersion, spec: DagSpec) -> CompiledDag:
     tasks = {t.task_id: t for t in spec.tasks}
     downstream: dict[str, list[str]] = {t: [] for t in tasks}
     for t in spec.tasks:
         for up in t.upstream_task_ids:
             downstream[up].append(t.task_id)
     return CompiledDag(
-        version_id=version_id,
-        hash=digest,
+        version=version,
         spec=spec,
         tasks=tasks,
         upstream={t.task_id: tuple(t.upstream_task_ids) for t in spec.tasks},
@@ -107,7 +110,7 @@ class Catalog:
             loaded = dags.load_version(conn, version_id)
             if loaded is None:
                 raise NotFound(f"DAG version {version_id} does not exist")
-            compiled = compile_dag(version_id, *loaded)
+            compiled = compile_dag(*loaded)
             self._dags.put(version_id, compiled)
         return compiled
 
@@ -121,15 +124,23 @@ class Catalog:
             else:
                 found[pk] = info
         for row in dag_runs.get_many(conn, missing):
-            spec = self.dag(conn, row.version_id).spec
-            info = RunInfo(
-                pk=row.pk,
-                run_id=row.run_id,
-                dag_id=row.dag_id,
-                version_id=row.version_id,
-                logical_date=row.logical_date,
-                params={**spec.params, **row.conf},
-            )
+            info = self.run_info(conn, row)
             self._runs.put(row.pk, info)
             found[row.pk] = info
         return found
+
+    def run_info(self, conn: Connection, row: dag_runs.RunRow) -> RunInfo:
+        spec = self.dag(conn, row.version_id).spec
+        return RunInfo(
+            pk=row.pk,
+            run_id=row.run_id,
+            dag_id=row.dag_id,
+            version_id=row.version_id,
+            logical_date=row.logical_date,
+            params={**spec.params, **row.conf},
+        )
+
+    def remember(self, infos: Iterable[RunInfo]) -> None:
+        """Cache runs a transaction created, once it has committed (their first claim reads none)."""
+        for info in infos:
+            self._runs.put(info.pk, info)

@@ -60,7 +60,7 @@ def claim(
                 task_id=c.task_id,
                 map_index=c.map_index,
                 run_id=run.run_id,
-                dag_version=dag.hash,
+                dag_version=dag.version.hash,
                 try_number=c.try_number,
                 max_tries=c.max_tries,
                 lease_expires_at=c.lease_expires_at,

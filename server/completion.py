@@ -301,6 +301,22 @@ def time_out_waiting(conn: Connection, now: datetime, catalog: Catalog, *, limit
     return done
 
 
+def sweep(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
+    """Both expiry sweeps in one transaction: lapsed leases, then start timeouts.
+
+    One pass is one transaction (two reads when there is nothing to end), so
+    an idle server costs the database a transaction per sweep interval.
+    """
+    done = expire_leases(conn, now, catalog, limit=limit)
+    timed_out = time_out_waiting(conn, now, catalog, limit=limit)
+    done.queued += timed_out.queued
+    done.retries += timed_out.retries
+    done.finished_runs += timed_out.finished_runs
+    done.ended += timed_out.ended
+    done.lapsed_workers |= timed_out.lapsed_workers
+    return done
+
+
 # -- cancellation ----------------------------------------------------------------------
 
 

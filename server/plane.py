@@ -183,9 +183,10 @@ class ControlPlane:
         return run
 
     async def _apply_triggers(self, requests: list[runs.TriggerRequest]) -> list[DagRun | Exception]:
-        results, queued = await self.db.write(runs.trigger_for_api, self.clock.now(), self.catalog, requests)
-        self._after_commit(queued)
-        return list(results)
+        done = await self.db.write(runs.trigger_for_api, self.clock.now(), self.catalog, requests)
+        self.catalog.remember(done.created)
+        self._after_commit(done.queued)
+        return list(done.results)
 
     async def get_run(self, run_id: str) -> DagRun:
         return await self.db.read(queries.run, run_id)

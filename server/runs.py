@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from weir.errors import AlreadyExists, InvalidArgument, NotFound, WeirError
 from weir.models import DagRun
-from weir.server.catalog import Catalog
+from weir.server.catalog import Catalog, CompiledDag, RunInfo
 from weir.server.promotion import initially_ready, pending_upstream
 from weir.server.store import dag_runs, dags
 from weir.server.store import task_instances as tis
@@ -78,17 +78,20 @@ def trigger_many(
 ) -> tuple[list[dag_runs.RunRow | WeirError], Counter[str]]:
     """Create runs for several requests in one transaction; a bad request fails alone.
 
-    Per DAG (in dag_id order): lock its row once, insert the requested runs,
-    then start as many queued runs as max_active_runs allows, all at once.
-    Every check that can refuse a request runs before it writes anything, so
-    a refused request leaves the transaction clean for the others. Returns
-    one run row (or the error) per request, and the tasks queued per queue.
+    Per DAG (in dag_id order): lock its row once, read how many of its runs
+    are running and queued, then insert the requested runs. While no older
+    run waits and max_active_runs allows, a new run is inserted running and
+    its task instances with it (the common case: no run is read back);
+    otherwise it is inserted queued, and the oldest queued runs start as the
+    free slots allow. Every check that can refuse a request runs before it
+    writes anything, so a refused request leaves the transaction clean for
+    the others. Returns one run row (or the error) per request, and the
+    tasks queued per queue.
     """
     out: list[dag_runs.RunRow | WeirError | None] = [None] * len(requests)
     by_dag: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         by_dag.setdefault(r.dag_id, []).append(i)
-    created: dict[int, int] = {}  # request index -> run pk
     queued: Counter[str] = Counter()
     for dag_id in sorted(by_dag):
         dag = dags.lock_for_runs(conn, dag_id)
@@ -97,58 +100,112 @@ def trigger_many(
             for i in by_dag[dag_id]:
                 out[i] = missing
             continue
-        for i in by_dag[dag_id]:
-            try:
-                created[i] = _insert_run(conn, now, dag, requests[i])
-            except WeirError as exc:
-                out[i] = exc
-        queued += start_queued_runs(conn, now, catalog, dag)
-    rows = {r.pk: r for r in dag_runs.get_many(conn, created.values())}
-    for i, pk in created.items():
-        out[i] = rows[pk]
+        compiled = catalog.dag(conn, dag.version_id)
+        free, waiting = 0, 0
+        if not dag.is_paused:
+            running, waiting = dag_runs.count_active(conn, dag_id)
+            free = compiled.spec.max_active_runs - running
+        run_ids = _run_ids(conn, now, dag, [requests[i] for i in by_dag[dag_id]])
+        started: list[tis.NewRun] = []
+        queued_here: dict[int, int] = {}  # run pk -> request index
+        for i, run_id in zip(by_dag[dag_id], run_ids, strict=True):
+            if isinstance(run_id, WeirError):
+                out[i] = run_id
+                continue
+            start_now = free > 0 and waiting == 0  # older queued runs go first
+            row = dag_runs.insert_run(
+                conn,
+                now,
+                run_id=run_id,
+                dag_id=dag_id,
+                version_id=dag.version_id,
+                run_type=requests[i].run_type,
+                logical_date=requests[i].logical_date or now,
+                conf=requests[i].conf,
+                start_with=len(compiled.spec.tasks) if start_now else None,
+            )
+            out[i] = row
+            if start_now:
+                free -= 1
+                started.append(_new_run(row.pk, compiled))
+            else:
+                queued_here[row.pk] = i
+        queued += tis.create_for_runs(conn, now, started)
+        if waiting and free > 0:
+            # Queued runs and free slots at once (a slot freed by a run that
+            # ended while the DAG was paused, say): start the oldest now.
+            queued += start_queued_runs(conn, now, catalog, dag)
+            for row in dag_runs.get_many(conn, queued_here):
+                out[queued_here[row.pk]] = row
     return [r for r in out if r is not None], queued
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTriggers:
+    results: list[DagRun | WeirError]
+    queued: Counter[str]
+    #: Runs created, for the catalog once the transaction has committed.
+    created: list[RunInfo]
 
 
 def trigger_for_api(
     conn: Connection, now: datetime, catalog: Catalog, requests: Sequence[TriggerRequest]
-) -> tuple[list[DagRun | WeirError], Counter[str]]:
-    """`trigger_many`, answering with API models (one version read for all)."""
+) -> ApiTriggers:
+    """`trigger_many`, answering with API models (versions from the catalog)."""
     results, queued = trigger_many(conn, now, catalog, requests)
-    rows = [r for r in results if isinstance(r, dag_runs.RunRow)]
-    versions = dag_runs.versions(conn, {r.version_id for r in rows})
-    out: list[DagRun | WeirError] = [
-        r if isinstance(r, WeirError) else dag_runs.to_model(r, versions.get(r.version_id)) for r in results
-    ]
-    return out, queued
+    out: list[DagRun | WeirError] = []
+    created: list[RunInfo] = []
+    for r in results:
+        if isinstance(r, WeirError):
+            out.append(r)
+        else:
+            out.append(dag_runs.to_model(r, catalog.dag(conn, r.version_id).version))
+            created.append(catalog.run_info(conn, r))
+    return ApiTriggers(out, queued, created)
 
 
-def _insert_run(conn: Connection, now: datetime, dag: dags.DagForRun, r: TriggerRequest) -> int:
-    """Insert one queued run; the caller holds the DAG row lock, so check-then-insert is safe."""
-    when = r.logical_date or now
-    run_id = r.run_id
-    if run_id:
-        if not RUN_ID_PATTERN.match(run_id):
-            raise InvalidArgument(
-                f"run_id {run_id!r} may only contain letters, digits and '_ - . : +' (at most 250)",
-                field="run_id",
+def _run_ids(
+    conn: Connection, now: datetime, dag: dags.DagForRun, requests: Sequence[TriggerRequest]
+) -> list[str | WeirError]:
+    """The run id of each request, or why it is refused; the caller holds the DAG row lock,
+    so check-then-insert is safe. Ids are checked against the database in one read."""
+    wanted: list[str | WeirError] = []
+    for r in requests:
+        if r.run_id is None:
+            wanted.append(new_run_id(dag.dag_id, r.run_type, r.logical_date or now))
+        elif not RUN_ID_PATTERN.match(r.run_id):
+            wanted.append(
+                InvalidArgument(
+                    f"run_id {r.run_id!r} may only contain letters, digits and '_ - . : +' (at most 250)",
+                    field="run_id",
+                )
             )
-        if dag_runs.run_id_taken(conn, run_id):
-            raise AlreadyExists(f"a run with run_id {run_id!r} already exists", field="run_id")
-    else:
-        run_id = new_run_id(dag.dag_id, r.run_type, when)
-        base, n = run_id, 1
-        while dag_runs.run_id_taken(conn, run_id):
-            n += 1
-            run_id = f"{base}-{n}"
-    return dag_runs.insert_run(
-        conn,
-        now,
-        run_id=run_id,
-        dag_id=dag.dag_id,
-        version_id=dag.version_id,
-        run_type=r.run_type,
-        logical_date=when,
-        conf=r.conf,
+        else:
+            wanted.append(r.run_id)
+    taken = dag_runs.taken_run_ids(conn, [w for w in wanted if isinstance(w, str)])
+    out: list[str | WeirError] = []
+    for r, want in zip(requests, wanted, strict=True):
+        if isinstance(want, WeirError):
+            out.append(want)
+        elif r.run_id is not None and want in taken:
+            out.append(AlreadyExists(f"a run with run_id {want!r} already exists", field="run_id"))
+        else:
+            run_id, n = want, 1
+            while run_id in taken or (n > 1 and dag_runs.run_id_taken(conn, run_id)):
+                n += 1  # a generated id taken: the same DAG triggered twice in one instant
+                run_id = f"{want}-{n}"
+            taken.add(run_id)
+            out.append(run_id)
+    return out
+
+
+def _new_run(run_pk: int, compiled: CompiledDag) -> tis.NewRun:
+    return tis.NewRun(
+        run_pk=run_pk,
+        dag_id=compiled.spec.dag_id,
+        tasks=compiled.spec.tasks,
+        ready=initially_ready(compiled),
+        pending=pending_upstream(compiled),
     )
 
 
@@ -170,20 +227,7 @@ def start_queued_runs(conn: Connection, now: datetime, catalog: Catalog, dag: da
         return Counter()
     sizes = {r.version_id: len(catalog.dag(conn, r.version_id).spec.tasks) for r in waiting}
     started = set(dag_runs.mark_running(conn, now, {r.pk: sizes[r.version_id] for r in waiting}))
-    batches = []
-    for run in waiting:
-        if run.pk not in started:
-            continue
-        compiled = catalog.dag(conn, run.version_id)
-        batches.append(
-            tis.NewRun(
-                run_pk=run.pk,
-                dag_id=run.dag_id,
-                tasks=compiled.spec.tasks,
-                ready=initially_ready(compiled),
-                pending=pending_upstream(compiled),
-            )
-        )
+    batches = [_new_run(run.pk, catalog.dag(conn, run.version_id)) for run in waiting if run.pk in started]
     return tis.create_for_runs(conn, now, batches)
 
 

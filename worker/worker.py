@@ -63,7 +63,7 @@ class WorkerOptions:
     dags_folder: Path
     queues: Sequence[str] = ("default",)
     concurrency: int = 8
-    poll_wait: float = 20.0
+    poll_wait: float = 60.0
     token: str | None = None
     worker_id: str = field(default_factory=default_worker_id)
     #: On shutdown, how long running tasks may take to finish.

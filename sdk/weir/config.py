@@ -74,7 +74,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=8, ge=1, description="Tasks a worker runs at once.")
     worker_queues: str = Field(default="default", description="Comma-separated queues a worker claims from.")
     poll_wait_seconds: float = Field(
-        default=20, gt=0, description="How long a worker's poll waits on the server for work."
+        default=60,
+        gt=0,
+        le=60,
+        description="How long a worker's poll waits on the server for work (the server holds one at most 60 s).",
     )
     max_result_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest task result (JSON bytes) the server stores."

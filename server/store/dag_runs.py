@@ -78,28 +78,39 @@ def insert_run(
     run_type: RunType,
     logical_date: datetime,
     conf: dict[str, Any],
-) -> int:
-    """Insert a queued run; raises IntegrityError when run_id is taken."""
-    return int(
-        conn.execute(
-            insert(dag_runs)
-            .values(
-                run_id=run_id,
-                dag_id=dag_id,
-                version_id=version_id,
-                state=RunState.QUEUED,
-                run_type=run_type,
-                logical_date=logical_date,
-                conf=json.dumps(conf),
-                queued_at=now,
-            )
-            .returning(dag_runs.c.id)
-        ).scalar_one()
-    )
+    start_with: int | None = None,
+) -> RunRow:
+    """Insert a run, queued, or running at once with `start_with` task instances
+    (all unfinished). Raises IntegrityError when run_id is taken."""
+    started = {} if start_with is None else {"started_at": now, "unfinished": start_with}
+    row = conn.execute(
+        insert(dag_runs)
+        .values(
+            run_id=run_id,
+            dag_id=dag_id,
+            version_id=version_id,
+            state=RunState.QUEUED if start_with is None else RunState.RUNNING,
+            run_type=run_type,
+            logical_date=logical_date,
+            conf=json.dumps(conf),
+            queued_at=now,
+            **started,
+        )
+        .returning(*_COLUMNS)
+    ).one()
+    return _row(row)
 
 
 def run_id_taken(conn: Connection, run_id: str) -> bool:
     return conn.execute(select(dag_runs.c.id).where(dag_runs.c.run_id == run_id)).first() is not None
+
+
+def taken_run_ids(conn: Connection, run_ids: Iterable[str]) -> set[str]:
+    """Which of these run ids exist already (one read for a batch of triggers)."""
+    ids = list(set(run_ids))
+    if not ids:
+        return set()
+    return set(conn.execute(select(dag_runs.c.run_id).where(dag_runs.c.run_id.in_(ids))).scalars())
 
 
 def count_running(conn: Connection, dag_id: str) -> int:
@@ -110,6 +121,17 @@ def count_running(conn: Connection, dag_id: str) -> int:
             .where(dag_runs.c.dag_id == dag_id, dag_runs.c.state == RunState.RUNNING)
         ).scalar_one()
     )
+
+
+def count_active(conn: Connection, dag_id: str) -> tuple[int, int]:
+    """(running, queued) runs of a DAG, in one read."""
+    row = conn.execute(
+        select(
+            func.count().filter(dag_runs.c.state == RunState.RUNNING),
+            func.count().filter(dag_runs.c.state == RunState.QUEUED),
+        ).where(dag_runs.c.dag_id == dag_id, dag_runs.c.state.in_((RunState.RUNNING, RunState.QUEUED)))
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def queued_runs(conn: Connection, dag_id: str, limit: int) -> list[RunRow]:

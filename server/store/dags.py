@@ -193,14 +193,17 @@ def set_paused(conn: Connection, now: datetime, dag_id: str, paused: bool) -> bo
     return result.rowcount > 0
 
 
-def load_version(conn: Connection, version_id: int) -> tuple[str, DagSpec] | None:
-    """(hash, spec) of one version."""
+def load_version(conn: Connection, version_id: int) -> tuple[DagVersion, DagSpec] | None:
+    """The identity and spec of one version."""
     row = conn.execute(
-        select(dag_versions.c.version_hash, dag_versions.c.spec).where(dag_versions.c.id == version_id)
+        select(dag_versions.c.version_hash, dag_versions.c.created_at, dag_versions.c.spec).where(
+            dag_versions.c.id == version_id
+        )
     ).first()
     if row is None:
         return None
-    return row.version_hash, DagSpec.from_dict(json.loads(row.spec))
+    version = DagVersion(id=version_id, hash=row.version_hash, created_at=row.created_at)
+    return version, DagSpec.from_dict(json.loads(row.spec))
 
 
 def version_info(conn: Connection, version_id: int) -> DagVersion | None:

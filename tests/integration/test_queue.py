@@ -285,6 +285,35 @@ def test_paused_dag_queues_triggered_runs_until_unpaused(plane: Plane) -> None:
     assert run_state(plane, run.run_id) is RunState.RUNNING
 
 
+def test_a_batch_of_triggers_starts_what_max_active_runs_allows_and_queues_the_rest(plane: Plane) -> None:
+    from weir.server import runs as run_ops
+    from weir.server.store import dags
+
+    plane.register(dag_spec("two", py("only"), max_active_runs=2))
+    requests = [run_ops.TriggerRequest("two", {"n": n}) for n in range(4)]
+    requests += [run_ops.TriggerRequest("two", {}, run_id="mine") for _ in range(2)]
+    results, queued = plane.db.write_sync(run_ops.trigger_many, plane.clock.now(), plane.catalog, requests)
+    rows = [r for r in results if not isinstance(r, Exception)]
+    # One instant, no logical date: the generated ids are told apart by a suffix.
+    assert [r.run_id.rsplit("Z", 1)[1] for r in rows[:4]] == ["", "-2", "-3", "-4"]
+    assert [r.state for r in rows] == [RunState.RUNNING] * 2 + [RunState.QUEUED] * 3
+    assert [r.conf for r in rows[:4]] == [{"n": n} for n in range(4)]
+    assert isinstance(results[5], AlreadyExists) and "mine" in str(results[5])
+    assert queued == Counter({"default": 2})
+    assert [run_state(plane, r.run_id) for r in rows] == [r.state for r in rows]  # as stored
+
+    # Queued runs while a slot is free (the DAG row unpaused behind their back):
+    # a new trigger starts the oldest first, not itself.
+    plane.db.write_sync(dags.set_paused, plane.clock.now(), "two", True)
+    [a, b] = plane.claim()
+    plane.complete(ok(a), ok(b))
+    assert [run_state(plane, r.run_id) for r in rows[2:]] == [RunState.QUEUED] * 3
+    plane.db.write_sync(dags.set_paused, plane.clock.now(), "two", False)
+    late = plane.trigger("two", run_id="late").run
+    assert late.state is RunState.QUEUED
+    assert [run_state(plane, r.run_id) for r in rows[2:]] == [RunState.RUNNING] * 2 + [RunState.QUEUED]
+
+
 def test_trigger_errors_name_the_problem(plane: Plane) -> None:
     with pytest.raises(NotFound, match="'missing' is not registered"):
         plane.trigger("missing")
