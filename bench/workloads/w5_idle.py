@@ -181,8 +181,9 @@ WORKLOAD = Workload(
     method=(
         "1,000 simulated idle workers, each on its own gRPC connection from one asyncio process, "
         f"long-poll a server with no work, as `weir worker` does: PollTasks with its default wait "
-        f"({POLL_WAIT:g} s), again as soon as a poll returns, worker keepalives. After 12 s to settle (Postgres "
-        "flushes an idle backend's statistics within 10 s, so the registrations are counted before), "
+        f"({POLL_WAIT:g} s), again as soon as a poll returns, worker keepalives. After 12 s to settle "
+        "(Postgres flushes an idle backend's statistics within 10 s, so the registrations are counted "
+        "before), "
         "the server's CPU (utime + stime from /proc) and the database's transactions (pg_stat_database "
         "xact_commit + xact_rollback, read from another database; pg_stat_statements is not preloaded "
         "here, so statements are not counted one by one) are measured over 60 s; RSS is the server's "

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         default=60,
         gt=0,
         le=60,
-        description="How long a worker's poll waits on the server for work (the server holds one at most 60 s).",
+        description="How long a worker's poll waits on the server for work (at most 60 s).",
     )
     max_result_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest task result (JSON bytes) the server stores."
