@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +19,6 @@ from weir.server import migrate
 from weir.server.api.control_service import ControlService
 from weir.server.api.worker_service import WorkerService
 from weir.server.clock import Clock, DatabaseClock, SystemClock
-from weir.server.notify import PgNotifier
 from weir.server.plane import ControlPlane
 from weir.server.services.base import Service
 from weir.server.services.clock_sync import ClockSync
@@ -28,6 +27,9 @@ from weir.server.services.safety_poll import SafetyPoll
 from weir.server.services.sweep import ExpirySweep
 from weir.server.store.db import Database
 from weir.v1 import control_pb2, control_pb2_grpc, worker_pb2, worker_pb2_grpc
+
+if TYPE_CHECKING:
+    from weir.server.notify import PgNotifier
 
 log = logging.getLogger("weir.server")
 
@@ -129,6 +131,9 @@ class Server:
             services.append(ClockSync(self.clock))
         runners = [service.run(self._stop_services) for service in services]
         if not self.db.is_sqlite:
+            # Imported here: psycopg (~9 MiB) stays out of a SQLite server.
+            from weir.server.notify import PgNotifier
+
             self.notifier = PgNotifier(self.db.url, self.plane.waker)
             self.plane.announce = self.notifier.publish
             runners.append(self.notifier.run(self._stop_services))

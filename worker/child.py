@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import traceback
 from datetime import datetime
 from typing import IO, Any
@@ -167,6 +166,8 @@ def _run_bash(request: dict[str, Any]) -> tuple[str, str]:
         "WEIR_TRY_NUMBER": str(ctx.get("try_number", 1)),
         **(request.get("env") or {}),
     }
+    import tempfile  # here: tempfile brings shutil, bz2 and lzma, which python tasks never need
+
     with tempfile.TemporaryDirectory(prefix="weir-") as tmp:
         proc = subprocess.Popen(
             ["bash", "-c", request["command"]],

@@ -7,10 +7,10 @@ with the file name and the line that failed.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +77,8 @@ def load_folder(folder: Path | str) -> DagBag:
 
 
 def _import(path: Path) -> list[DAG]:
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    # A name unique to the file's path (crc32: hashlib would load OpenSSL, ~4 MiB, into every runner).
+    digest = f"{zlib.crc32(str(path).encode()):08x}"
     name = f"weir_dags_{digest}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

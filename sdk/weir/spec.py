@@ -8,7 +8,6 @@ protobuf; the rest of the code only sees the dataclasses.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -171,6 +170,8 @@ class DagSpec:
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON; equal specs hash equally in any process."""
+        import hashlib  # here, not at the top: task runners import this module and never hash
+
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
 
