@@ -281,7 +281,9 @@ class ControlPlane:
                 if self.waker.worth_claiming(queues):
                     before = self.waker.snapshot(queues)
                     claimed = await self._claim_or_release(worker_id, queues, slots)
-                    if not claimed:
+                    if len(claimed) < slots:
+                        # Fewer than asked: the claim took all there was, so the
+                        # worker's next poll need not claim until more is queued.
                         self.waker.found_empty(before)
                 if claimed:
                     self.waker.unsubscribe(waiter)

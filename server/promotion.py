@@ -77,6 +77,8 @@ def promote(
     """Apply the consequences of `changed` tasks (task_id -> final state) having finished."""
     result = Promotion()
     frontier = dict(changed)
+    # Final states written in this transaction need no read (a chain's hop reads none).
+    known = dict(changed)
     while frontier:
         # How many of each downstream task's upstream tasks finished in this step.
         finishes: Counter[str] = Counter()
@@ -101,7 +103,8 @@ def promote(
         ]
         if not to_judge:
             break
-        states = tis.states(conn, run_pk, {u for d in to_judge for u in dag.upstream[d]})
+        unknown = {u for d in to_judge for u in dag.upstream[d]} - known.keys()
+        states = {**known, **tis.states(conn, run_pk, unknown)} if unknown else known
         by_decision: dict[Decision, list[str]] = {}
         for d in to_judge:
             decision = decide(dag.tasks[d].trigger_rule, [states[u] for u in dag.upstream[d]])
@@ -121,6 +124,7 @@ def promote(
             else:
                 result.finished += len(moved)
                 frontier.update((task_id, to) for task_id, _ in moved)
+                known.update((task_id, to) for task_id, _ in moved)
     return result
 
 

@@ -54,7 +54,8 @@ class Waker:
         return {q: self._generation.get(q, 0) for q in queues}
 
     def found_empty(self, snapshot: Mapping[str, int]) -> None:
-        """A claim that started at `snapshot` took nothing: those queues were empty then."""
+        """A claim that started at `snapshot` took all there was (fewer than it asked for):
+        those queues held nothing more to claim then."""
         for queue, generation in snapshot.items():
             if self._generation.get(queue, 0) == generation:
                 self._empty[queue] = generation
