@@ -114,6 +114,12 @@ class Catalog:
             self._dags.put(version_id, compiled)
         return compiled
 
+    def learn(self, versions: Iterable[tuple[DagVersion, DagSpec]]) -> None:
+        """Compile versions just registered (committed), unless already known."""
+        for version, spec in versions:
+            if self._dags.get(version.id) is None:
+                self._dags.put(version.id, compile_dag(version, spec))
+
     def runs(self, conn: Connection, pks: Iterable[int]) -> dict[int, RunInfo]:
         found: dict[int, RunInfo] = {}
         missing = []

@@ -77,6 +77,20 @@ def test_register_list_get_and_pause(client: Client) -> None:
     assert not client.unpause("etl").is_paused
 
 
+def test_registration_compiles_the_version_as_the_database_would_load_it(
+    client: Client, server: ServerThread
+) -> None:
+    from weir.server.catalog import Catalog
+
+    spec = dag_spec("etl", py("extract"), py("load", refs=["extract"]), tags=("a",), params={"n": 1})
+    [reg] = client.register_dags([spec])
+    plane = server.server.plane
+    learned = plane.catalog.dag(None, reg.version.id)  # no connection: it must be cached already
+    loaded = plane.db.read_sync(Catalog().dag, reg.version.id)  # a fresh catalog reads the row
+    assert learned == loaded
+    assert learned.version == reg.version
+
+
 def test_errors_carry_status_codes_and_name_the_field(client: Client, server: ServerThread) -> None:
     client.register_dags([dag_spec("d", py("a"))])
     with pytest.raises(NotFound, match="'nope' is not registered"):
