@@ -28,7 +28,7 @@ from weir.errors import FailedPrecondition, NotFound
 from weir.models import AckStatus, Outcome, OutcomeAck, TaskError, TaskOutcome
 from weir.server import runs
 from weir.server.catalog import Catalog, RunInfo
-from weir.server.promotion import count_down_run, promote
+from weir.server.promotion import Promotion, count_down_run, promote
 from weir.server.store import dag_runs, task_logs
 from weir.server.store import task_instances as tis
 from weir.spec import TaskSpec
@@ -207,16 +207,17 @@ def _promote(
     Runs are counted down in ascending id, after every promotion, so that
     their row locks are taken last and in one order.
     """
-    counts: dict[int, int] = {}
+    promotions: dict[int, Promotion] = {}
     for run_pk, changed in sorted(finished.items()):
         dag = catalog.dag(conn, runs_of[run_pk].version_id)
-        promotion = promote(conn, now, dag, run_pk, changed)
+        promotion = promotions[run_pk] = promote(conn, now, dag, run_pk, changed)
         done.queued += promotion.queued
-        counts[run_pk] = len(changed) + promotion.finished
     freed: set[str] = set()
-    for run_pk, count in sorted(counts.items()):
+    for run_pk, promotion in sorted(promotions.items()):
         run = runs_of[run_pk]
-        ended = count_down_run(conn, now, catalog.dag(conn, run.version_id), run_pk, count)
+        count = len(finished[run_pk]) + promotion.finished
+        dag = catalog.dag(conn, run.version_id)
+        ended = count_down_run(conn, now, dag, run_pk, count, known=promotion.final)
         if ended is not None:
             done.finished_runs.append((run.run_id, ended))
             freed.add(run.dag_id)

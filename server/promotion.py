@@ -69,16 +69,18 @@ class Promotion:
     queued: Counter[str] = field(default_factory=Counter)
     #: Tasks this promotion finished itself (upstream_failed, skipped).
     finished: int = 0
+    #: Final states written in this transaction: the finishes given, and those above.
+    final: dict[str, TaskState] = field(default_factory=dict)
 
 
 def promote(
     conn: Connection, now: datetime, dag: CompiledDag, run_pk: int, changed: Mapping[str, TaskState]
 ) -> Promotion:
     """Apply the consequences of `changed` tasks (task_id -> final state) having finished."""
-    result = Promotion()
+    result = Promotion(final=dict(changed))
     frontier = dict(changed)
     # Final states written in this transaction need no read (a chain's hop reads none).
-    known = dict(changed)
+    known = result.final
     while frontier:
         # How many of each downstream task's upstream tasks finished in this step.
         finishes: Counter[str] = Counter()
@@ -129,7 +131,12 @@ def promote(
 
 
 def count_down_run(
-    conn: Connection, now: datetime, dag: CompiledDag, run_pk: int, finished: int
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    finished: int,
+    known: Mapping[str, TaskState] | None = None,
 ) -> RunState | None:
     """Count `finished` tasks off the run; the transaction that reaches zero ends it.
 
@@ -141,6 +148,8 @@ def count_down_run(
     left, state = dag_runs.count_down(conn, run_pk, finished)
     if left > 0 or state is not RunState.RUNNING:
         return None
-    leaves = tis.states(conn, run_pk, dag.leaves)
+    known = known or {}
+    leaves = {leaf: known[leaf] for leaf in dag.leaves if leaf in known}
+    leaves.update(tis.states(conn, run_pk, [leaf for leaf in dag.leaves if leaf not in known]))
     outcome = RunState.SUCCESS if run_outcome(leaves.values()) else RunState.FAILED
     return outcome if dag_runs.finish(conn, now, run_pk, outcome) else None

@@ -218,9 +218,9 @@ def start_queued_runs(conn: Connection, now: datetime, catalog: Catalog, dag: da
     """
     if dag.is_paused:
         return Counter()
-    limit = catalog.dag(conn, dag.version_id).spec.max_active_runs
-    free = limit - dag_runs.count_running(conn, dag.dag_id)
-    if free <= 0:
+    running, queued = dag_runs.count_active(conn, dag.dag_id)
+    free = catalog.dag(conn, dag.version_id).spec.max_active_runs - running
+    if free <= 0 or not queued:
         return Counter()
     waiting = dag_runs.queued_runs(conn, dag.dag_id, free)
     if not waiting:

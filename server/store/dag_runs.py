@@ -113,16 +113,6 @@ def taken_run_ids(conn: Connection, run_ids: Iterable[str]) -> set[str]:
     return set(conn.execute(select(dag_runs.c.run_id).where(dag_runs.c.run_id.in_(ids))).scalars())
 
 
-def count_running(conn: Connection, dag_id: str) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(dag_runs)
-            .where(dag_runs.c.dag_id == dag_id, dag_runs.c.state == RunState.RUNNING)
-        ).scalar_one()
-    )
-
-
 def count_active(conn: Connection, dag_id: str) -> tuple[int, int]:
     """(running, queued) runs of a DAG, in one read."""
     row = conn.execute(
