@@ -14,9 +14,10 @@ two, which is retried (db.Database treats deadlock victims as transient).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -105,26 +106,15 @@ def trigger_many(
         if not dag.is_paused:
             running, waiting = dag_runs.count_active(conn, dag_id)
             free = compiled.spec.max_active_runs - running
-        run_ids = _run_ids(conn, now, dag, [requests[i] for i in by_dag[dag_id]])
         started: list[tis.NewRun] = []
         queued_here: dict[int, int] = {}  # run pk -> request index
-        for i, run_id in zip(by_dag[dag_id], run_ids, strict=True):
-            if isinstance(run_id, WeirError):
-                out[i] = run_id
-                continue
+        for i in by_dag[dag_id]:
             start_now = free > 0 and waiting == 0  # older queued runs go first
-            row = dag_runs.insert_run(
-                conn,
-                now,
-                run_id=run_id,
-                dag_id=dag_id,
-                version_id=dag.version_id,
-                run_type=requests[i].run_type,
-                logical_date=requests[i].logical_date or now,
-                conf=requests[i].conf,
-                start_with=len(compiled.spec.tasks) if start_now else None,
+            row = out[i] = _insert_run(
+                conn, now, dag, requests[i], len(compiled.spec.tasks) if start_now else None
             )
-            out[i] = row
+            if isinstance(row, WeirError):
+                continue
             if start_now:
                 free -= 1
                 started.append(_new_run(row.pk, compiled))
@@ -164,39 +154,36 @@ def trigger_for_api(
     return ApiTriggers(out, queued, created)
 
 
-def _run_ids(
-    conn: Connection, now: datetime, dag: dags.DagForRun, requests: Sequence[TriggerRequest]
-) -> list[str | WeirError]:
-    """The run id of each request, or why it is refused; the caller holds the DAG row lock,
-    so check-then-insert is safe. Ids are checked against the database in one read."""
-    wanted: list[str | WeirError] = []
-    for r in requests:
-        if r.run_id is None:
-            wanted.append(new_run_id(dag.dag_id, r.run_type, r.logical_date or now))
-        elif not RUN_ID_PATTERN.match(r.run_id):
-            wanted.append(
-                InvalidArgument(
-                    f"run_id {r.run_id!r} may only contain letters, digits and '_ - . : +' (at most 250)",
-                    field="run_id",
-                )
+def _insert_run(
+    conn: Connection, now: datetime, dag: dags.DagForRun, r: TriggerRequest, start_with: int | None
+) -> dag_runs.RunRow | WeirError:
+    """Insert one run (see dag_runs.insert_run), or say why not; a refused run writes nothing."""
+    if r.run_id is not None:
+        if not RUN_ID_PATTERN.match(r.run_id):
+            return InvalidArgument(
+                f"run_id {r.run_id!r} may only contain letters, digits and '_ - . : +' (at most 250)",
+                field="run_id",
             )
-        else:
-            wanted.append(r.run_id)
-    taken = dag_runs.taken_run_ids(conn, [w for w in wanted if isinstance(w, str)])
-    out: list[str | WeirError] = []
-    for r, want in zip(requests, wanted, strict=True):
-        if isinstance(want, WeirError):
-            out.append(want)
-        elif r.run_id is not None and want in taken:
-            out.append(AlreadyExists(f"a run with run_id {want!r} already exists", field="run_id"))
-        else:
-            run_id, n = want, 1
-            while run_id in taken or (n > 1 and dag_runs.run_id_taken(conn, run_id)):
-                n += 1  # a generated id taken: the same DAG triggered twice in one instant
-                run_id = f"{want}-{n}"
-            taken.add(run_id)
-            out.append(run_id)
-    return out
+        candidates: Iterable[str] = [r.run_id]
+    else:
+        # A generated id taken (the DAG triggered twice in one instant) gets a suffix.
+        base = new_run_id(dag.dag_id, r.run_type, r.logical_date or now)
+        candidates = itertools.chain([base], (f"{base}-{n}" for n in itertools.count(2)))
+    for run_id in candidates:
+        row = dag_runs.insert_run(
+            conn,
+            now,
+            run_id=run_id,
+            dag_id=dag.dag_id,
+            version_id=dag.version_id,
+            run_type=r.run_type,
+            logical_date=r.logical_date or now,
+            conf=r.conf,
+            start_with=start_with,
+        )
+        if row is not None:
+            return row
+    return AlreadyExists(f"a run with run_id {r.run_id!r} already exists", field="run_id")
 
 
 def _new_run(run_pk: int, compiled: CompiledDag) -> tis.NewRun:

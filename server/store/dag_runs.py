@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from weir.models import DagRun, DagVersion
+from weir.server.store._dialect import insert_ignoring_conflict
 from weir.server.store.schema import dag_runs, dag_versions
 from weir.states import RunState, RunType
 
@@ -79,12 +80,12 @@ def insert_run(
     logical_date: datetime,
     conf: dict[str, Any],
     start_with: int | None = None,
-) -> RunRow:
+) -> RunRow | None:
     """Insert a run, queued, or running at once with `start_with` task instances
-    (all unfinished). Raises IntegrityError when run_id is taken."""
+    (all unfinished). Returns None, having written nothing, when run_id is taken."""
     started = {} if start_with is None else {"started_at": now, "unfinished": start_with}
     row = conn.execute(
-        insert(dag_runs)
+        insert_ignoring_conflict(conn, dag_runs, ["run_id"])
         .values(
             run_id=run_id,
             dag_id=dag_id,
@@ -97,20 +98,8 @@ def insert_run(
             **started,
         )
         .returning(*_COLUMNS)
-    ).one()
-    return _row(row)
-
-
-def run_id_taken(conn: Connection, run_id: str) -> bool:
-    return conn.execute(select(dag_runs.c.id).where(dag_runs.c.run_id == run_id)).first() is not None
-
-
-def taken_run_ids(conn: Connection, run_ids: Iterable[str]) -> set[str]:
-    """Which of these run ids exist already (one read for a batch of triggers)."""
-    ids = list(set(run_ids))
-    if not ids:
-        return set()
-    return set(conn.execute(select(dag_runs.c.run_id).where(dag_runs.c.run_id.in_(ids))).scalars())
+    ).first()
+    return None if row is None else _row(row)
 
 
 def count_active(conn: Connection, dag_id: str) -> tuple[int, int]:
