@@ -6,7 +6,8 @@ max_active_runs; otherwise it starts when a slot frees: when another run of
 the DAG finishes or the DAG is unpaused.
 
 Lock order: task_instances rows (those ending, ascending id, then their
-downstream tasks), then dag_runs rows (ascending id), then the dags row.
+downstream tasks, ascending id), then dag_runs rows (ascending id), then the
+dags row. Heartbeats renew leases in ascending id too.
 Triggering takes only the dags row. Cancelling a run locks its row first;
 a completion racing it may deadlock, and the database aborts one of the
 two, which is retried (db.Database treats deadlock victims as transient).

@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,6 +102,8 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="weir-db")
         #: monotonic time of the first failure of the current outage, None when healthy
         self.unavailable_since: float | None = None
+        #: transactions run again, by the error that ended the first try (DeadlockDetected, ...)
+        self.retried: Counter[str] = Counter()
 
     @property
     def is_sqlite(self) -> bool:
@@ -153,6 +156,7 @@ class Database:
                     self.unavailable_since = time.monotonic()
                 if attempt == TRANSIENT_RETRIES:
                     raise
+                self.retried[type(exc.orig).__name__] += 1
                 log.info("retrying a transaction after %s", type(exc.orig).__name__)
                 time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")

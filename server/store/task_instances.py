@@ -347,6 +347,18 @@ _COUNT_DOWN_UPSTREAM = (
 )
 
 
+_LOCK_BY_TASK = (
+    select(ti.c.id)
+    .where(
+        ti.c.run_pk == bindparam("b_run_pk"),
+        ti.c.task_id.in_(bindparam("b_task_ids", expanding=True)),
+        ti.c.map_index == -1,
+    )
+    .order_by(ti.c.id)
+    .with_for_update()
+)
+
+
 def count_down_upstream(
     conn: Connection, run_pk: int, finishes: Mapping[str, int]
 ) -> dict[str, tuple[TaskState, int | None]]:
@@ -355,6 +367,11 @@ def count_down_upstream(
     `finishes` maps task_id -> upstream tasks of it that just finished.
     Returns task_id -> (state, upstream tasks still pending; None: unknown).
     """
+    if len(finishes) > 1 and is_postgres(conn):
+        # A multi-row UPDATE locks rows in no set order, and the counts below
+        # go one statement per count: lock every row first, in id order, as
+        # every other transaction counting down these rows does.
+        conn.execute(_LOCK_BY_TASK, {"b_run_pk": run_pk, "b_task_ids": sorted(finishes)})
     by_count: dict[int, list[str]] = {}
     for task_id, n in finishes.items():
         by_count.setdefault(n, []).append(task_id)
@@ -440,7 +457,8 @@ def renew_leases(
     if not refs:
         return {}
     until = now + lease
-    conn.execute(_RENEW, [{"b_id": i, "b_attempt": a, "b_until": until} for i, a in refs])
+    # In id order, the order completions and sweeps lock these rows in.
+    conn.execute(_RENEW, [{"b_id": i, "b_attempt": a, "b_until": until} for i, a in sorted(refs)])
     rows = conn.execute(
         select(ti.c.id, ti.c.attempt, ti.c.state).where(ti.c.id.in_([i for i, _ in refs]))
     ).all()
