@@ -186,7 +186,10 @@ def lock(conn: Connection, pks: Iterable[int]) -> dict[int, RunRow]:
     if not ids:
         return {}
     rows = conn.execute(
-        select(*_COLUMNS).where(dag_runs.c.id.in_(ids)).order_by(dag_runs.c.id).with_for_update()
+        select(*_COLUMNS)
+        .where(dag_runs.c.id.in_(ids))
+        .order_by(dag_runs.c.id)
+        .with_for_update(key_share=True)
     )
     return {r.id: _row(r) for r in rows}
 

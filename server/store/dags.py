@@ -174,11 +174,19 @@ class DagForRun:
 
 
 def lock_for_runs(conn: Connection, dag_id: str) -> DagForRun | None:
-    """Lock the DAG row: run starts of one DAG are serialised (max_active_runs)."""
+    """Lock the DAG row: run starts of one DAG are serialised (max_active_runs).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: it must not wait for the KEY SHARE
+    locks that foreign-key checks take on this row. A completion that
+    updates a run row twice (count down, then finish) makes Postgres check
+    the run's foreign key to this row on the second update; two such
+    completions each held KEY SHARE and each waited for the other's, a
+    deadlock on every few run ends with two report transactions at once.
+    """
     row = conn.execute(
         select(dags.c.dag_id, dags.c.is_paused, dags.c.latest_version_id)
         .where(dags.c.dag_id == dag_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).first()
     if row is None or row.latest_version_id is None:
         return None

@@ -190,7 +190,7 @@ _CURRENT = select(
     ti.c.lease_expires_at,
     ti.c.start_deadline,
 ).where(ti.c.id.in_(bindparam("ids", expanding=True)))
-_CURRENT_LOCKED = _CURRENT.order_by(ti.c.id).with_for_update()
+_CURRENT_LOCKED = _CURRENT.order_by(ti.c.id).with_for_update(key_share=True)
 
 
 def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict[int, Current]:
@@ -355,7 +355,7 @@ _LOCK_BY_TASK = (
         ti.c.map_index == -1,
     )
     .order_by(ti.c.id)
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
 
 

@@ -142,3 +142,34 @@ def test_concurrent_finishes_of_a_diamond_decide_each_task_once(
     assert states["a"] is expected_a
     assert states["b"] is TaskState.SUCCESS and states["end"] is TaskState.SUCCESS
     assert plane.db.read_sync(queries.run, run.run_id).state is RunState.SUCCESS
+
+
+def test_runs_of_one_dag_ending_at_once_do_not_deadlock(plane: Plane, db_url: str) -> None:
+    """Two replicas end runs of one DAG side by side; each end takes the DAG row to start queued runs."""
+    plane.register(dag_spec("single", py("only"), max_active_runs=1000))
+    runs = [plane.trigger("single").run for _ in range(120)]
+    claimed = plane.claim(1000)
+    assert len(claimed) == len(runs)
+    errors: list[BaseException] = []
+    retried: Counter[str] = Counter()
+
+    def reporter(chunk: list) -> None:  # type: ignore[type-arg]
+        db = Database(db_url, pool_size=1)
+        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
+        try:
+            for a in chunk:
+                mine.complete(ok(a))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            retried.update(db.retried)
+            db.close()
+
+    threads = [threading.Thread(target=reporter, args=(claimed[n::2],)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert not retried  # FOR UPDATE on the DAG row waited for foreign-key KEY SHARE locks: deadlocks
+    assert {plane.db.read_sync(queries.run, r.run_id).state for r in runs} == {RunState.SUCCESS}
