@@ -42,6 +42,14 @@ def is_transient(exc: DBAPIError) -> bool:
     return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
 
 
+def is_conflict(exc: DBAPIError) -> bool:
+    """A transaction lost to another (deadlock victim, serialization failure, a busy SQLite
+    file): the database is reachable, only this try failed."""
+    if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):
+        return True
+    return "database is locked" in str(exc.orig)
+
+
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for plain postgresql:// URLs (psycopg2 is not a dependency)."""
     parsed = make_url(url)
@@ -152,7 +160,7 @@ class Database:
             except DBAPIError as exc:
                 if not is_transient(exc):
                     raise
-                if self.unavailable_since is None:
+                if self.unavailable_since is None and not is_conflict(exc):
                     self.unavailable_since = time.monotonic()
                 if attempt == TRANSIENT_RETRIES:
                     raise
