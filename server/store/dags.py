@@ -212,12 +212,3 @@ def load_version(conn: Connection, version_id: int) -> tuple[DagVersion, DagSpec
         return None
     version = DagVersion(id=version_id, hash=row.version_hash, created_at=row.created_at)
     return version, DagSpec.from_dict(json.loads(row.spec))
-
-
-def version_info(conn: Connection, version_id: int) -> DagVersion | None:
-    row = conn.execute(
-        select(dag_versions.c.id, dag_versions.c.version_hash, dag_versions.c.created_at).where(
-            dag_versions.c.id == version_id
-        )
-    ).first()
-    return None if row is None else DagVersion(id=row.id, hash=row.version_hash, created_at=row.created_at)

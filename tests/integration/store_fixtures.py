@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -60,6 +62,37 @@ class Plane:
 
     def acks(self, *outcomes: TaskOutcome) -> list[OutcomeAck]:
         return self.complete(*outcomes).acks
+
+
+def complete_from_replicas(
+    plane: Plane, db_url: str, replicas: Sequence[Sequence[Sequence[TaskOutcome]]]
+) -> Counter[str]:
+    """Report side by side as server replicas would: each replica, on its own connection
+    and thread, completes its batches in order. Raises the first error; returns the
+    transactions that had to be run again, by error (DeadlockDetected, ...)."""
+    errors: list[BaseException] = []
+    retried: Counter[str] = Counter()
+
+    def replica(batches: Sequence[Sequence[TaskOutcome]]) -> None:
+        db = Database(db_url, pool_size=1)
+        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
+        try:
+            for batch in batches:
+                mine.complete(*batch)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            retried.update(db.retried)
+            db.close()
+
+    threads = [threading.Thread(target=replica, args=(batches,)) for batches in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return retried
 
 
 def ok(a: Assignment, result: bytes = b"null") -> TaskOutcome:

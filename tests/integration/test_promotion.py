@@ -11,16 +11,13 @@ whatever batches its completions arrive in.
 from __future__ import annotations
 
 import random
-import threading
-from collections import Counter
 
 import pytest
 
 from tests.helpers import dag_spec, py
-from tests.integration.store_fixtures import Plane, failed, ok
+from tests.integration.store_fixtures import Plane, complete_from_replicas, failed, ok
 from weir import _rules
 from weir.server import queries
-from weir.server.store.db import Database
 from weir.spec import DagSpec
 from weir.states import RunState, TaskState, TriggerRule
 
@@ -108,29 +105,12 @@ def test_concurrent_finishes_of_a_diamond_decide_each_task_once(
     plane.complete(ok(start))
     middle = plane.claim(100)
     assert len(middle) == 60
-    errors: list[BaseException] = []
-    retried: Counter[str] = Counter()
-
-    def reporter(chunk: list) -> None:  # type: ignore[type-arg]
-        db = Database(db_url, pool_size=1)
-        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
-        try:
-            for i in range(0, len(chunk), 2):
-                mine.complete(*[failed(a) if a.task_id == "m7" else ok(a) for a in chunk[i : i + 2]])
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            retried.update(db.retried)
-            db.close()
-
-    threads = [threading.Thread(target=reporter, args=(middle[n::8],)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    outcomes = [failed(a) if a.task_id == "m7" else ok(a) for a in middle]
+    # Eight replicas, each reporting its share two outcomes at a time.
+    shares = [outcomes[n::8] for n in range(8)]
+    replicas = [[share[i : i + 2] for i in range(0, len(share), 2)] for share in shares]
     # Every transaction locks the rows it counts down in one order: no deadlock to retry.
-    assert not retried
+    assert not complete_from_replicas(plane, db_url, replicas)
     while claimed := plane.claim(100):
         plane.complete(*[ok(a) for a in claimed])
     states = final_states(plane, run.run_id)
@@ -150,26 +130,7 @@ def test_runs_of_one_dag_ending_at_once_do_not_deadlock(plane: Plane, db_url: st
     runs = [plane.trigger("single").run for _ in range(120)]
     claimed = plane.claim(1000)
     assert len(claimed) == len(runs)
-    errors: list[BaseException] = []
-    retried: Counter[str] = Counter()
-
-    def reporter(chunk: list) -> None:  # type: ignore[type-arg]
-        db = Database(db_url, pool_size=1)
-        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
-        try:
-            for a in chunk:
-                mine.complete(ok(a))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            retried.update(db.retried)
-            db.close()
-
-    threads = [threading.Thread(target=reporter, args=(claimed[n::2],)) for n in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert not retried  # FOR UPDATE on the DAG row waited for foreign-key KEY SHARE locks: deadlocks
+    replicas = [[[ok(a)] for a in claimed[n::2]] for n in range(2)]
+    # FOR UPDATE on the DAG row waited for foreign-key KEY SHARE locks: deadlocks.
+    assert not complete_from_replicas(plane, db_url, replicas)
     assert {plane.db.read_sync(queries.run, r.run_id).state for r in runs} == {RunState.SUCCESS}

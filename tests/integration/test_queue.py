@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import chain, dag_spec, fan_in, py, wide
-from tests.integration.store_fixtures import Plane, failed, ok
+from tests.integration.store_fixtures import Plane, complete_from_replicas, failed, ok
 from weir.errors import AlreadyExists, InvalidArgument, NotFound
 from weir.models import AckStatus, Outcome, TaskOutcome
 from weir.server import queries
@@ -229,26 +229,7 @@ def test_concurrent_completions_of_a_fan_in_queue_the_join_exactly_once(plane: P
     run = plane.trigger("fan").run
     ups = plane.claim(100)
     assert len(ups) == 60
-    errors: list[BaseException] = []
-    chunks = [ups[i::6] for i in range(6)]
-
-    def reporter(chunk: list) -> None:  # type: ignore[type-arg]
-        db = Database(db_url, pool_size=1)
-        mine = Plane(db, clock=plane.clock, catalog=plane.catalog)
-        try:
-            for a in chunk:
-                mine.complete(ok(a))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=reporter, args=(c,)) for c in chunks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    complete_from_replicas(plane, db_url, [[[ok(a)] for a in ups[i::6]] for i in range(6)])
     assert states(plane, run.run_id)["join"] is TaskState.QUEUED
     [join] = plane.claim()
     assert join.task_id == "join"
