@@ -12,6 +12,7 @@ latency here is measured on one clock.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import uuid
@@ -121,6 +122,13 @@ class BenchDb:
             stmt = stmt.where(dr.c.dag_id == dag_id)
         with self.engine.connect() as conn:
             return [TaskTimes(*r) for r in conn.execute(stmt.order_by(ti.c.id))]
+
+    def results(self, run_id: str) -> dict[str, Any]:
+        """task_id -> the JSON value each task of the run returned."""
+        stmt = select(ti.c.task_id, ti.c.result).select_from(ti.join(dr, dr.c.id == ti.c.run_pk))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.where(dr.c.run_id == run_id))
+            return {task_id: json.loads(result) for task_id, result in rows if result is not None}
 
     def runs(self, *, run_ids: Sequence[str] | None = None, dag_id: str | None = None) -> list[RunTimes]:
         stmt = select(dr.c.run_id, dr.c.state, dr.c.queued_at, dr.c.started_at, dr.c.ended_at)

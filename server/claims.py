@@ -8,7 +8,9 @@ from one extra read, only when an argument uses an upstream result.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
@@ -18,6 +20,22 @@ from weir.models import Assignment, PythonInvocation
 from weir.server.catalog import Catalog
 from weir.server.store import task_instances as tis
 from weir.spec import BashCommand, PythonCall
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """A worker asking for up to `slots` tasks from `queues`."""
+
+    worker_id: str
+    queues: Sequence[str]
+    slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    assignments: list[Assignment] = field(default_factory=list)
+    #: How many were taken from each queue.
+    per_queue: Counter[str] = field(default_factory=Counter)
 
 
 def claim(
@@ -30,9 +48,16 @@ def claim(
     limit: int,
     lease: timedelta,
 ) -> list[Assignment]:
-    claimed = tis.claim(conn, now, worker_id=worker_id, queues=queues, limit=limit, lease=lease)
+    return take(conn, now, catalog, ClaimRequest(worker_id, queues, limit), lease).assignments
+
+
+def take(conn: Connection, now: datetime, catalog: Catalog, request: ClaimRequest, lease: timedelta) -> Taken:
+    """Claim what `request` asks for and turn the rows into assignments."""
+    claimed = tis.claim(
+        conn, now, worker_id=request.worker_id, queues=request.queues, limit=request.slots, lease=lease
+    )
     if not claimed:
-        return []
+        return Taken()
     runs = catalog.runs(conn, {c.run_pk for c in claimed})
     wanted: set[tuple[int, str]] = set()
     for c in claimed:
@@ -40,7 +65,7 @@ def claim(
         wanted.update((c.run_pk, ref) for ref in dag.refs[c.task_id])
     results = tis.results(conn, wanted)
 
-    out = []
+    out: list[Assignment] = []
     for c in claimed:
         run = runs[c.run_pk]
         dag = catalog.dag(conn, run.version_id)
@@ -70,4 +95,4 @@ def claim(
                 body=body,
             )
         )
-    return out
+    return Taken(out, Counter(c.queue for c in claimed))

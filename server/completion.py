@@ -8,7 +8,9 @@ current state and attempt (fencing), records the ended attempts, promotes
 the downstream tasks that became ready (locking those rows) and, last,
 counts the finished tasks off their runs, ending a run that reaches zero.
 Either all of it commits or none of it does, so no failure can leave a task
-finished with its downstream never queued. No step locks a whole run for
+finished with its downstream never queued. A worker's report may also claim
+its next tasks in the same transaction (`report`), after the outcomes are
+applied, so a downstream task they queued can be among them. No step locks a whole run for
 the transaction: completions of one run's tasks proceed side by side and
 meet only on the rows they share.
 """
@@ -19,14 +21,14 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
 from weir._rules import retry_delay
 from weir.errors import FailedPrecondition, NotFound
-from weir.models import AckStatus, Outcome, OutcomeAck, TaskError, TaskOutcome
-from weir.server import runs
+from weir.models import AckStatus, Assignment, Outcome, OutcomeAck, TaskError, TaskOutcome
+from weir.server import claims, runs
 from weir.server.catalog import Catalog, RunInfo
 from weir.server.promotion import Promotion, count_down_run, promote
 from weir.server.store import dag_runs, task_logs
@@ -55,6 +57,24 @@ class Completion:
     ended: int = 0
     #: Workers whose leases ran out here: they may be frozen rather than dead.
     lapsed_workers: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One worker's call: outcomes, and optionally a claim of its next tasks."""
+
+    outcomes: Sequence[TaskOutcome]
+    claim: claims.ClaimRequest | None = None
+
+
+@dataclass
+class ReportsApplied:
+    #: What applying the outcomes did.
+    applied: Completion = field(default_factory=Completion)
+    #: Per report, in order: the tasks its claim took (empty without a claim).
+    claimed: list[list[Assignment]] = field(default_factory=list)
+    #: Per report: its claim got fewer tasks than it asked for (its queues held no more).
+    short: list[bool] = field(default_factory=list)
 
 
 # -- worker reports -----------------------------------------------------------------
@@ -116,6 +136,45 @@ def complete(
 
     task_logs.append(conn, now, logs)
     _apply(conn, now, catalog, runs_of, current, ends, done)
+    return done
+
+
+def report(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    reports: Sequence[Report],
+    *,
+    max_result_bytes: int,
+    lease: timedelta,
+) -> ReportsApplied:
+    """Apply the outcomes of several reports, then make each report's claim.
+
+    Claims come after every outcome is applied, so they can take the
+    downstream tasks those outcomes queued. Acks are one per outcome, in order.
+    """
+    done = ReportsApplied()
+    outcomes = [o for r in reports for o in r.outcomes]
+    if outcomes:
+        done.applied = complete(conn, now, catalog, outcomes, max_result_bytes=max_result_bytes)
+    for r in reports:
+        if r.claim is None:
+            done.claimed.append([])
+            done.short.append(False)
+            continue
+        taken = claims.take(conn, now, catalog, r.claim, lease)
+        done.claimed.append(taken.assignments)
+        short = len(taken.assignments) < r.claim.slots
+        done.short.append(short)
+        if short:
+            # Everything claimable in these queues is taken (what the outcomes
+            # queued included): no poll needs waking for them.
+            for queue in r.claim.queues:
+                done.applied.queued.pop(queue, None)
+        else:
+            # Polls are woken for what is left: a poll woken earlier for a task
+            # this claim took finds one of the newly queued instead.
+            done.applied.queued -= taken.per_queue
     return done
 
 

@@ -2,7 +2,8 @@
 
 A worker's report or a trigger is a small transaction whose cost is mostly
 the commit (a round trip and a WAL flush). Under load, calls queue here and
-each transaction takes everything waiting, up to `batch` items; at most
+each transaction takes everything waiting, up to `batch` items (or item
+weights: `weight` says how much one item counts); at most
 `transactions` run at once. An idle server starts a transaction for the
 first call at once, so batching never adds latency, and the busier the
 server, the fewer commits per item.
@@ -35,13 +36,16 @@ class GroupCommit(Generic[Item, Result]):
         batch: int,
         max_waiting: int | None = None,
         what: str = "requests",
+        weight: Callable[[Item], int] = lambda _: 1,
     ) -> None:
         self._apply = apply
+        self._weight = weight
         self._transactions = transactions
         self._batch = batch
         self._max_waiting = max_waiting
         self._what = what
-        self._waiting: deque[tuple[list[Item], asyncio.Future[list[Result | Exception]]]] = deque()
+        #: (items, their weight, the caller's future)
+        self._waiting: deque[tuple[list[Item], int, asyncio.Future[list[Result | Exception]]]] = deque()
         self._waiting_items = 0
         self._running = 0
         #: Transactions in flight, for a graceful drain.
@@ -58,8 +62,9 @@ class GroupCommit(Generic[Item, Result]):
                 f"the server has {self._waiting_items} {self._what} waiting for the database; retry shortly"
             )
         future: asyncio.Future[list[Result | Exception]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((list(items), future))
-        self._waiting_items += len(items)
+        size = sum(self._weight(i) for i in items)
+        self._waiting.append((list(items), size, future))
+        self._waiting_items += size
         self._start()
         # The transaction runs to the end whether or not this caller waits for it.
         return await asyncio.shield(future)
@@ -68,10 +73,10 @@ class GroupCommit(Generic[Item, Result]):
         while self._waiting and self._running < self._transactions:
             calls: list[tuple[list[Item], asyncio.Future[list[Result | Exception]]]] = []
             size = 0
-            while self._waiting and (not calls or size + len(self._waiting[0][0]) <= self._batch):
-                call = self._waiting.popleft()
-                calls.append(call)
-                size += len(call[0])
+            while self._waiting and (not calls or size + self._waiting[0][1] <= self._batch):
+                items, weight, future = self._waiting.popleft()
+                calls.append((items, future))
+                size += weight
             self._waiting_items -= size
             self._running += 1
             task = asyncio.ensure_future(self._run(calls))

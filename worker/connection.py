@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -67,8 +67,16 @@ class Connection:
         self.closing = False
 
     async def _call(
-        self, method: Any, request: Any, *, timeout: float = CALL_TIMEOUT, retry: bool = True
+        self,
+        method: Any,
+        request: Any,
+        *,
+        timeout: float = CALL_TIMEOUT,
+        retry: bool = True,
+        before_retry: Callable[[Any], None] | None = None,
     ) -> Any:
+        """Call `method`, retrying while the server is unreachable; `before_retry`
+        may change the request first (what must not be asked twice)."""
         backoff = Backoff()
         while True:
             try:
@@ -76,6 +84,8 @@ class Connection:
             except grpc.aio.AioRpcError as exc:
                 if not retry or exc.code() not in RETRYABLE or self.closing:
                     raise from_rpc_error(exc) from None
+                if before_retry is not None:
+                    before_retry(request)
                 delay = backoff.next()
                 if backoff.attempt in (1, 5) or backoff.attempt % 20 == 0:
                     log.warning("server %s unreachable (%s); retrying", self.address, exc.details())
@@ -125,12 +135,26 @@ class Connection:
         response = await self._call(self._worker.Heartbeat, request, retry=False)
         return [cv.lease_from_proto(ls) for ls in response.leases]
 
-    async def complete(self, outcomes: Sequence[TaskOutcome]) -> list[OutcomeAck]:
+    async def complete(
+        self, outcomes: Sequence[TaskOutcome], *, claim_slots: int = 0, queues: Sequence[str] = ()
+    ) -> tuple[list[OutcomeAck], list[Assignment]]:
+        """Report outcomes and, with `claim_slots`, claim up to that many tasks in the same call."""
         request = wpb.CompleteTasksRequest(
-            worker_id=self.worker_id, outcomes=[cv.outcome_to_proto(o) for o in outcomes]
+            worker_id=self.worker_id,
+            outcomes=[cv.outcome_to_proto(o) for o in outcomes],
+            claim_slots=claim_slots,
+            queues=list(queues),
         )
-        response = await self._call(self._worker.CompleteTasks, request)
-        return [cv.ack_from_proto(a) for a in response.acks]
+
+        def claim_nothing(request: wpb.CompleteTasksRequest) -> None:
+            # The lost call may have claimed tasks already (their leases run out
+            # and they run again); asking again would claim more that nobody runs.
+            request.claim_slots = 0
+
+        response = await self._call(self._worker.CompleteTasks, request, before_retry=claim_nothing)
+        return [cv.ack_from_proto(a) for a in response.acks], [
+            cv.assignment_from_proto(t) for t in response.tasks
+        ]
 
     async def append_logs(self, chunks: Sequence[LogChunk]) -> list[AckStatus]:
         request = wpb.AppendLogsRequest(

@@ -208,9 +208,11 @@ def _exit_reason(code: int) -> str:
 
 
 class RunnerPool:
-    """`size` runners. The poll loop takes idle ones (`take`) for the tasks it
-    claimed, so it never claims more than it can start at once; `run` gives a
-    runner back afterwards, or replaces it if it died."""
+    """`size` runners. Whoever claims work (the poll loop, or a report that asks
+    for more) first reserves the idle runners (`reserve`) and claims at most
+    that many tasks, so the worker never claims more than it can start at once;
+    unused runners are given back (`give_back`), and `run` gives a runner back
+    afterwards, or replaces it if it died."""
 
     def __init__(self, size: int, dags_folder: Path) -> None:
         self.size = size
@@ -227,7 +229,7 @@ class RunnerPool:
         infos = await asyncio.gather(*(r.start() for r in runners))
         self.ready_info = infos[0] if infos else {}
         for r in runners:
-            self._give_back(r)
+            self.give_back(r)
 
     def _new(self) -> Runner:
         runner = Runner(self.dags_folder, self._next_index)
@@ -247,22 +249,22 @@ class RunnerPool:
             await self._freed.wait()
         return self._idle.qsize()
 
-    def take(self) -> Runner:
-        """Borrow an idle runner (call only when `free` says one is there)."""
-        return self._idle.get_nowait()
+    def reserve(self) -> list[Runner]:
+        """Take every idle runner, for a claim; give back what it does not use."""
+        return [self._idle.get_nowait() for _ in range(self._idle.qsize())]
 
     async def run(self, runner: Runner, a: Assignment, sink: LogSink, max_result_bytes: int) -> RunResult:
         try:
             return await runner.run(a, sink, max_result_bytes)
         finally:
             if runner.alive:
-                self._give_back(runner)
+                self.give_back(runner)
             else:
                 await runner.stop()
                 self._all.discard(runner)
                 self._replacing.add(asyncio.ensure_future(self._replace()))
 
-    def _give_back(self, runner: Runner) -> None:
+    def give_back(self, runner: Runner) -> None:
         self._idle.put_nowait(runner)
         self._freed.set()
 
@@ -278,7 +280,7 @@ class RunnerPool:
                 await runner.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
-        self._give_back(runner)
+        self.give_back(runner)
 
     def running(self) -> dict[tuple[int, int], Runner]:
         return {r.current.key: r for r in self._all if r.current is not None}

@@ -1,10 +1,13 @@
 """`weir worker`: claim tasks, run them in runner processes, report back.
 
 Four loops share one event loop:
-- poll: wait for an idle runner, long-poll the server for at most that many
-  tasks, start each on a runner (capacity is acquired before claiming);
+- poll: wait for an idle runner, long-poll the server for at most as many
+  tasks as runners are idle, start each on a runner (runners are reserved
+  before claiming);
 - report: send captured logs and outcomes in batches, in order (a task's
-  logs always reach the server before its outcome);
+  logs always reach the server before its outcome). When the last claim
+  drained the queues, a report also claims work for the idle runners in the
+  same call, so the downstream tasks its outcomes queue start at once;
 - flush logs: once a second, move running tasks' new output to the outbox;
 - heartbeat: renew every lease held, and stop attempts the server says are
   no longer ours.
@@ -118,6 +121,11 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self.limits: WorkerLimits | None = None
         self.started = asyncio.Event()
+        #: The poll loop's last claim got fewer tasks than it asked for: the queues
+        #: were drained, and it is waiting for work.
+        self._drained = True
+        #: Shutting down: claim nothing more.
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -178,6 +186,7 @@ class Worker:
         return None
 
     async def _shutdown(self, poller: asyncio.Task[None], background: list[asyncio.Task[None]]) -> None:
+        self._stopping = True
         log.info(
             "stopping: no new tasks; waiting up to %.0fs for %d running",
             self.options.shutdown_grace,
@@ -222,28 +231,39 @@ class Worker:
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         backoff = Backoff(first=0.2, cap=5.0)
         while not stop.is_set():
-            free = await self.pool.wait_free()
+            await self.pool.wait_free()
+            runners = self.pool.reserve()
+            assignments: list[Assignment] = []
+            failed = True
             try:
                 assignments = await self.conn.poll(
-                    queues=self.options.queues, free_slots=free, wait=self.options.poll_wait
+                    queues=self.options.queues, free_slots=len(runners), wait=self.options.poll_wait
                 )
+                failed = False
+                self._drained = len(assignments) < len(runners)
             except Unavailable as exc:
                 log.warning("poll failed: %s", exc)
-                await asyncio.sleep(backoff.next())
-                continue
             except WeirError as exc:
                 log.error("poll refused: %s", exc)
+            finally:
+                self._start(assignments, runners)
+            if failed:
                 await asyncio.sleep(backoff.next())
-                continue
-            backoff.reset()
-            lease_ends = time.monotonic() + self._lease_seconds - LEASE_MARGIN
-            for a in assignments:
-                runner = self.pool.take()
-                self.held[a.key] = a
-                self.lease_deadline[a.key] = lease_ends
-                task = asyncio.create_task(self._execute(a, runner), name=f"task-{a.task_instance_id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            else:
+                backoff.reset()
+
+    def _start(self, assignments: Sequence[Assignment], runners: list[Runner]) -> None:
+        """Start claimed tasks on reserved runners; give the unused runners back."""
+        lease_ends = time.monotonic() + self._lease_seconds - LEASE_MARGIN
+        # The server claims at most as many as asked (the claim's LIMIT).
+        for a, runner in zip(assignments, runners, strict=False):
+            self.held[a.key] = a
+            self.lease_deadline[a.key] = lease_ends
+            task = asyncio.create_task(self._execute(a, runner), name=f"task-{a.task_instance_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        for runner in runners[len(assignments) :]:
+            self.pool.give_back(runner)
 
     async def _execute(self, a: Assignment, runner: Runner) -> None:
         label = f"{a.dag_id}.{a.task_id} (run {a.run_id}, try {a.try_number}/{a.max_tries})"
@@ -294,11 +314,20 @@ class Worker:
         while True:
             await self.outbox.ready.wait()
             logs, outcomes = self.outbox.take()
+            # When the queues were drained (the poll loop waits for work), ask for
+            # work for the idle runners in the same call: a downstream task these
+            # outcomes queue starts without waking a poll. While the queues hold
+            # more, the poll loop claims (a claim here would only be an extra one).
+            claim = bool(outcomes) and self._drained and not self._stopping
+            runners = self.pool.reserve() if claim else []
+            assignments: list[Assignment] = []
             try:
                 if logs:
                     await self.conn.append_logs(logs)
                 if outcomes:
-                    acks = await self.conn.complete(outcomes)
+                    acks, assignments = await self.conn.complete(
+                        outcomes, claim_slots=len(runners), queues=self.options.queues
+                    )
                     for ack in acks:
                         self.held.pop((ack.task_instance_id, ack.attempt), None)
                         if ack.status is AckStatus.STALE:
@@ -313,6 +342,7 @@ class Worker:
                 for o in outcomes:
                     self.held.pop((o.task_instance_id, o.attempt), None)
             finally:
+                self._start(assignments, runners)
                 if not len(self.outbox):
                     self.outbox.sent.set()
 

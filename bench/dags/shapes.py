@@ -12,6 +12,7 @@ WEIR_BENCH_DAGS (comma-separated); without it every shape below is built.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 from weir import DAG, task
@@ -26,17 +27,24 @@ def noop() -> None:
     """Does nothing: the benchmark measures scheduling, not work."""
 
 
+@task
+def stamp() -> float:
+    """A no-op that returns when it ran (Unix time): W1 measures the hop between
+    the function of one task returning and the next one's starting."""
+    return time.time()
+
+
 def _dag(dag_id: str) -> DAG:
     return DAG(dag_id, schedule=None, max_active_runs=MAX_ACTIVE_RUNS, tags=["bench"])
 
 
 def chain(dag_id: str, n: int) -> DAG:
-    """t0000 >> t0001 >> ... : n tasks, each waiting for the one before."""
+    """t0000 >> t0001 >> ... : n tasks, each waiting for the one before (each returns when it ran)."""
     with _dag(dag_id) as d:
         prev = None
         for i in range(n):
             # Explicit ids: repeated plain calls would pick `noop__N` by a linear search.
-            cur = noop.override(task_id=f"t{i:05d}")()
+            cur = stamp.override(task_id=f"t{i:05d}")()
             if prev is not None:
                 prev >> cur
             prev = cur

@@ -11,6 +11,7 @@ from weir.errors import InvalidArgument, LeaseLost
 from weir.models import AckStatus, LogChunk
 from weir.server.api import validate
 from weir.server.api.errors import rpc
+from weir.server.claims import ClaimRequest
 from weir.server.plane import ControlPlane
 from weir.v1 import worker_pb2 as wpb
 from weir.v1 import worker_pb2_grpc as wgrpc
@@ -76,13 +77,23 @@ class WorkerService(wgrpc.WorkerServiceServicer):
     async def CompleteTasks(
         self, request: wpb.CompleteTasksRequest, context: Ctx
     ) -> wpb.CompleteTasksResponse:
-        validate.required_id(request.worker_id, "worker_id")
+        worker_id = validate.required_id(request.worker_id, "worker_id")
         outcomes = [
             validate.converted(cv.outcome_from_proto, o, field=f"outcomes[{i}].outcome")
             for i, o in enumerate(request.outcomes)
         ]
-        acks = await self.plane.complete(outcomes) if outcomes else []
-        return wpb.CompleteTasksResponse(acks=[cv.ack_to_proto(a) for a in acks])
+        claim = None
+        if request.claim_slots:
+            if request.claim_slots > MAX_SLOTS:
+                raise InvalidArgument(f"must be at most {MAX_SLOTS}", field="claim_slots")
+            claim = ClaimRequest(worker_id, validate.queues(request.queues), request.claim_slots)
+        if not outcomes and claim is None:
+            return wpb.CompleteTasksResponse()
+        done = await self.plane.report(outcomes, claim)
+        return wpb.CompleteTasksResponse(
+            acks=[cv.ack_to_proto(a) for a in done.acks],
+            tasks=[cv.assignment_to_proto(t) for t in done.tasks],
+        )
 
     @rpc
     async def AppendLogs(self, request: wpb.AppendLogsRequest, context: Ctx) -> wpb.AppendLogsResponse:

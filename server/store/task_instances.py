@@ -97,6 +97,7 @@ class Claimed:
     try_number: int
     max_tries: int
     lease_expires_at: datetime
+    queue: str
 
 
 def _claim_statement(postgres: bool) -> Any:
@@ -135,6 +136,7 @@ def _claim_statement(postgres: bool) -> Any:
             ti.c.try_number,
             ti.c.max_tries,
             ti.c.lease_expires_at,
+            ti.c.queue,
         )
     )
 

@@ -368,3 +368,35 @@ def test_a_worker_that_cannot_renew_its_lease_stops_the_task_itself(tmp_path: Pa
         assert ti.error is not None and ti.error.type == "LeaseExpired"
     finally:
         stop_all(cluster)
+
+
+CHAIN_DAG = textwrap.dedent(
+    """
+    from weir import DAG, task
+
+    @task
+    def step(n):
+        return n + 1
+
+    with DAG("steps", schedule=None):
+        value = 0
+        for i in range(5):
+            value = step.override(task_id=f"s{i}")(value)
+    """
+)
+
+
+def test_a_worker_waiting_for_work_claims_the_next_task_with_its_report(tmp_path: Path) -> None:
+    cluster = one_dag_cluster(tmp_path, CHAIN_DAG)
+    try:
+        client = cluster.client
+        run = client.trigger("steps")
+        assert client.wait(run.run_id, timeout=60).state is RunState.SUCCESS, cluster.logs()
+        assert client.results(run.run_id)["s4"] == 5
+        tis = sorted(client.task_instances(run.run_id), key=lambda t: t.task_id)
+        # Each downstream task was claimed by the transaction that recorded its
+        # upstream's outcome: the report asked for work, no poll had to be woken.
+        for up, down in zip(tis, tis[1:], strict=False):
+            assert down.started_at == up.ended_at, (up, down)
+    finally:
+        stop_all(cluster)

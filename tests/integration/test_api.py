@@ -176,6 +176,79 @@ def test_batch_completion_acknowledges_each_outcome(client: Client, worker: wgrp
     assert client.get_run(run.run_id).state is RunState.RUNNING
 
 
+def report(
+    stub: wgrpc.WorkerServiceStub, *done: wpb.TaskAssignment, claim: int = 0, worker_id: str = "w1"
+) -> wpb.CompleteTasksResponse:
+    outcomes = [success(t).outcome for t in done]
+    request = wpb.CompleteTasksRequest(worker_id=worker_id, outcomes=outcomes, claim_slots=claim)
+    response: wpb.CompleteTasksResponse = stub.CompleteTasks(request, timeout=10)
+    return response
+
+
+def test_a_report_claims_the_downstream_task_its_outcome_queued_without_waking_polls(
+    client: Client, server: ServerThread, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([chain("c", 3)])
+    run = client.trigger("c")
+    [t0] = poll(worker)
+    # Another worker's poll is parked, waiting for work.
+    other = wgrpc.WorkerServiceStub(grpc.insecure_channel(server.address))
+    other.RegisterWorker(wpb.RegisterWorkerRequest(worker_id="w2", queues=["default"], concurrency=4))
+    parked: list[list[wpb.TaskAssignment]] = []
+    waited: list[float] = []
+
+    def long_poll() -> None:
+        started = time.monotonic()
+        request = wpb.PollTasksRequest(worker_id="w2", free_slots=4, wait=cv.dur(timedelta(seconds=1.5)))
+        parked.append(list(other.PollTasks(request, timeout=10).tasks))
+        waited.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=long_poll)
+    thread.start()
+    time.sleep(0.3)
+    response = report(worker, t0, claim=4)
+    assert [a.status for a in response.acks] == [wpb.ACK_STATUS_ACCEPTED]
+    [t1] = response.tasks
+    assert t1.task_id == "t1" and t1.run_id == run.run_id and t1.try_number == 1
+    thread.join(10)
+    # The claim took the only task queued: the parked poll was left to its wait.
+    assert parked == [[]] and waited[0] >= 1.4
+    rows = {ti.task_id: ti for ti in client.task_instances(run.run_id)}
+    assert rows["t0"].state is TaskState.SUCCESS and rows["t1"].state is TaskState.RUNNING
+    # Claimed by the transaction that recorded the upstream's outcome.
+    assert rows["t1"].started_at == rows["t0"].ended_at
+    # The claimed attempt is a real one: reporting it moves the run on.
+    [t2] = report(worker, t1, claim=1).tasks
+    assert report(worker, t2).tasks == []
+    assert client.wait(run.run_id, timeout=10).state is RunState.SUCCESS
+
+
+def test_a_report_claims_at_most_its_slots_and_polls_are_woken_for_the_rest(
+    client: Client, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([dag_spec("fan", py("a"), py("b", "a"), py("c", "a"), py("d", "a"))])
+    client.trigger("fan")
+    [a] = poll(worker)
+    claimed = report(worker, a, claim=2).tasks
+    assert len(claimed) == 2
+    # The third downstream task is still queued, for a poll.
+    [rest] = poll(worker, wait=5)
+    assert {t.task_id for t in [*claimed, rest]} == {"b", "c", "d"}
+    # A report with no outcomes claims like a poll that does not wait.
+    assert report(worker, claim=3).tasks == []
+
+
+def test_report_claims_are_validated(worker: wgrpc.WorkerServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        worker.CompleteTasks(wpb.CompleteTasksRequest(worker_id="w1", claim_slots=5000))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "claim_slots" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:
+        worker.CompleteTasks(wpb.CompleteTasksRequest(worker_id="w1", claim_slots=1, queues=["bad queue"]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "queues[0]" in raised.value.details()
+
+
 def test_heartbeat_renews_current_attempts_and_stops_others(
     client: Client, worker: wgrpc.WorkerServiceStub
 ) -> None:

@@ -86,3 +86,20 @@ def test_too_many_waiting_is_refused_before_anything_is_queued() -> None:
         assert store.batches == [[1], [2, 3]]
 
     asyncio.run(scenario())
+
+
+def test_a_batch_is_bounded_by_the_weight_of_its_items() -> None:
+    async def scenario() -> None:
+        store = Store()
+        # An item weighs its value: a report weighs its outcomes.
+        group: GroupCommit[int, int] = GroupCommit(store.apply, transactions=1, batch=10, weight=lambda i: i)
+        first = asyncio.ensure_future(group.submit([1]))
+        await asyncio.sleep(0)
+        later = [asyncio.ensure_future(group.submit([w])) for w in (6, 3, 5)]
+        await asyncio.sleep(0)
+        store.gate.set()
+        await first
+        await asyncio.gather(*later)
+        assert store.batches == [[1], [6, 3], [5]]
+
+    asyncio.run(scenario())

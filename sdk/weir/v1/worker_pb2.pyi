@@ -551,18 +551,32 @@ class CompleteTasksRequest(_message.Message):
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    CLAIM_SLOTS_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    claim_slots: _builtins.int
+    """After applying the outcomes, claim up to this many queued tasks (the
+    worker's free slots), as PollTasks would but without waiting; 0 claims
+    nothing. A worker retrying a call whose answer it never received must
+    send 0: the first call may have claimed tasks already.
+    """
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]: ...
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Queues to claim from; empty means ["default"]. Used with claim_slots."""
+
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
+        claim_slots: _builtins.int = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_slots", b"claim_slots", "outcomes", b"outcomes", "queues", b"queues", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,16 +587,22 @@ class CompleteTasksResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACKS_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeAck]: ...
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAssignment]:
+        """The tasks claimed for claim_slots, in the order PollTasks would give them."""
+
     def __init__(
         self,
         *,
         acks: _abc.Iterable[Global___OutcomeAck] | None = ...,
+        tasks: _abc.Iterable[Global___TaskAssignment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

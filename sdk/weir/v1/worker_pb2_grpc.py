@@ -107,6 +107,9 @@ class WorkerServiceServicer:
 
     def CompleteTasks(self, request, context):
         """Report several outcomes in one call; each gets its own acknowledgement.
+        With `claim_slots`, the same transaction then claims more work for the
+        worker (never waiting), so a busy worker needs no separate PollTasks and
+        a downstream task the outcomes queued can start without a wake-up.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,7 +53,11 @@ class WorkerServiceStub:
     FAILED_PRECONDITION; repeating an accepted report is harmless.
     """
     CompleteTasks: _grpc.UnaryUnaryMultiCallable[_worker_pb2.CompleteTasksRequest, _worker_pb2.CompleteTasksResponse]
-    """Report several outcomes in one call; each gets its own acknowledgement."""
+    """Report several outcomes in one call; each gets its own acknowledgement.
+    With `claim_slots`, the same transaction then claims more work for the
+    worker (never waiting), so a busy worker needs no separate PollTasks and
+    a downstream task the outcomes queued can start without a wake-up.
+    """
     AppendLogs: _grpc.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]
     """Append captured output to the logs of running attempts."""
     ReleaseTasks: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReleaseTasksRequest, _worker_pb2.ReleaseTasksResponse]
@@ -79,7 +83,11 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     FAILED_PRECONDITION; repeating an accepted report is harmless.
     """
     CompleteTasks: _aio.UnaryUnaryMultiCallable[_worker_pb2.CompleteTasksRequest, _worker_pb2.CompleteTasksResponse]  # type: ignore[assignment]
-    """Report several outcomes in one call; each gets its own acknowledgement."""
+    """Report several outcomes in one call; each gets its own acknowledgement.
+    With `claim_slots`, the same transaction then claims more work for the
+    worker (never waiting), so a busy worker needs no separate PollTasks and
+    a downstream task the outcomes queued can start without a wake-up.
+    """
     AppendLogs: _aio.UnaryUnaryMultiCallable[_worker_pb2.AppendLogsRequest, _worker_pb2.AppendLogsResponse]  # type: ignore[assignment]
     """Append captured output to the logs of running attempts."""
     ReleaseTasks: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReleaseTasksRequest, _worker_pb2.ReleaseTasksResponse]  # type: ignore[assignment]
@@ -132,7 +140,11 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_pb2.CompleteTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.CompleteTasksResponse, _abc.Awaitable[_worker_pb2.CompleteTasksResponse]]:
-        """Report several outcomes in one call; each gets its own acknowledgement."""
+        """Report several outcomes in one call; each gets its own acknowledgement.
+        With `claim_slots`, the same transaction then claims more work for the
+        worker (never waiting), so a busy worker needs no separate PollTasks and
+        a downstream task the outcomes queued can start without a wake-up.
+        """
 
     @_abc_1.abstractmethod
     def AppendLogs(
