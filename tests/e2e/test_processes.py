@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import textwrap
@@ -396,7 +397,7 @@ def test_a_worker_waiting_for_work_claims_the_next_task_with_its_report(tmp_path
         tis = sorted(client.task_instances(run.run_id), key=lambda t: t.task_id)
         # Each downstream task was claimed by the transaction that recorded its
         # upstream's outcome: the report asked for work, no poll had to be woken.
-        for up, down in zip(tis, tis[1:], strict=False):
+        for up, down in itertools.pairwise(tis):
             assert down.started_at == up.ended_at, (up, down)
     finally:
         stop_all(cluster)
