@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class Runner:
         self._log_fd = -1
         self._sink: LogSink | None = None
         self.current: Assignment | None = None
+        #: monotonic time the current task was handed to the process
+        self.started = 0.0
         self.kill_reason: TaskError | None = None
 
     @property
@@ -120,6 +123,7 @@ class Runner:
     async def run(self, a: Assignment, sink: LogSink, max_result_bytes: int) -> RunResult:
         assert self.proc is not None and self.proc.stdin is not None
         self.current, self._sink, self.kill_reason = a, sink, None
+        self.started = time.monotonic()
         request: dict[str, Any] = {
             "type": "run",
             "id": a.task_instance_id,
@@ -211,8 +215,8 @@ class RunnerPool:
     """`size` runners. Whoever claims work (the poll loop, or a report that asks
     for more) first reserves the idle runners (`reserve`) and claims at most
     that many tasks, so the worker never claims more than it can start at once;
-    unused runners are given back (`give_back`), and `run` gives a runner back
-    afterwards, or replaces it if it died."""
+    unused runners are given back (`give_back`); `finished` gives a runner back
+    once its work is done, or replaces it if it died."""
 
     def __init__(self, size: int, dags_folder: Path) -> None:
         self.size = size
@@ -222,6 +226,8 @@ class RunnerPool:
         self._next_index = 0
         self.ready_info: dict[str, Any] = {}
         self._freed = asyncio.Event()
+        #: Called whenever a runner becomes idle.
+        self.on_free: Callable[[], None] | None = None
         self._replacing: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
@@ -253,20 +259,24 @@ class RunnerPool:
         """Take every idle runner, for a claim; give back what it does not use."""
         return [self._idle.get_nowait() for _ in range(self._idle.qsize())]
 
-    async def run(self, runner: Runner, a: Assignment, sink: LogSink, max_result_bytes: int) -> RunResult:
-        try:
-            return await runner.run(a, sink, max_result_bytes)
-        finally:
-            if runner.alive:
-                self.give_back(runner)
-            else:
-                await runner.stop()
-                self._all.discard(runner)
-                self._replacing.add(asyncio.ensure_future(self._replace()))
+    def take(self) -> Runner | None:
+        """One idle runner, if any."""
+        return None if self._idle.empty() else self._idle.get_nowait()
+
+    async def finished(self, runner: Runner) -> None:
+        """A runner's work is done: it is idle again, or replaced if it died."""
+        if runner.alive:
+            self.give_back(runner)
+        else:
+            await runner.stop()
+            self._all.discard(runner)
+            self._replacing.add(asyncio.ensure_future(self._replace()))
 
     def give_back(self, runner: Runner) -> None:
         self._idle.put_nowait(runner)
         self._freed.set()
+        if self.on_free is not None:
+            self.on_free()
 
     async def _replace(self) -> None:
         runner = self._new()
@@ -281,6 +291,11 @@ class RunnerPool:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
         self.give_back(runner)
+
+    def busy_longer_than(self, seconds: float) -> int:
+        """How many runners have been running their current task longer than `seconds`."""
+        since = time.monotonic() - seconds
+        return sum(1 for r in self._all if r.current is not None and r.started < since)
 
     def running(self) -> dict[tuple[int, int], Runner]:
         return {r.current.key: r for r in self._all if r.current is not None}

@@ -54,6 +54,15 @@ LEASE_MARGIN = 0.5
 LOG_FLUSH_BYTES = 256 * 1024
 LOG_FLUSH_SECONDS = 1.0
 REPORT_BATCH = 500
+#: Tasks are claimed ahead of idle runners only while recent tasks ran at most this long (seconds):
+#: short tasks are where a poll per free runner costs more than the task.
+PREFETCH_SHORT_TASK = 0.05
+#: A runner whose task has run this long (seconds) is not counted on to free soon.
+PREFETCH_LONG_RUNNING = 0.2
+#: A task claimed ahead that no runner took within this long goes back to the queue.
+PREFETCH_MAX_WAIT = 1.0
+#: Default tasks claimed ahead per slot (Celery's default prefetch multiplier is 4 too).
+PREFETCH_PER_SLOT = 4
 
 
 def default_worker_id() -> str:
@@ -66,6 +75,9 @@ class WorkerOptions:
     dags_folder: Path
     queues: Sequence[str] = ("default",)
     concurrency: int = 8
+    #: Tasks claimed ahead of idle runners while tasks are short; None: PREFETCH_PER_SLOT
+    #: per slot; 0: claim only for idle runners.
+    prefetch: int | None = None
     poll_wait: float = 60.0
     token: str | None = None
     worker_id: str = field(default_factory=default_worker_id)
@@ -110,6 +122,9 @@ class Worker:
         self.options = options
         self.conn = Connection(options.server, worker_id=options.worker_id, token=options.token)
         self.pool = RunnerPool(options.concurrency, options.dags_folder)
+        self.prefetch = (
+            options.prefetch if options.prefetch is not None else PREFETCH_PER_SLOT * options.concurrency
+        )
         self.outbox = Outbox()
         #: Attempts claimed and not yet acknowledged by the server.
         self.held: dict[Key, Assignment] = {}
@@ -124,6 +139,13 @@ class Worker:
         #: The poll loop's last claim got fewer tasks than it asked for: the queues
         #: were drained, and it is waiting for work.
         self._drained = True
+        #: Tasks claimed ahead of idle runners, oldest first, with when they were claimed.
+        self._ready: dict[Key, tuple[Assignment, float]] = {}
+        #: Recent task run time, seconds (moving average); unknown counts as long.
+        self._task_seconds = 1.0
+        #: Set when a runner frees or a task claimed ahead is taken: the poll loop looks again.
+        self._nudge = asyncio.Event()
+        self.pool.on_free = self._nudge.set
         #: Shutting down: claim nothing more.
         self._stopping = False
 
@@ -195,6 +217,8 @@ class Worker:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
+        if self._ready:
+            self._hand_back(list(self._ready))
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self.options.shutdown_grace)
             if pending:
@@ -231,16 +255,18 @@ class Worker:
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         backoff = Backoff(first=0.2, cap=5.0)
         while not stop.is_set():
-            await self.pool.wait_free()
+            await self._want_work()
             runners = self.pool.reserve()
+            ahead = self._prefetch_room()
+            asked = len(runners) + ahead
             assignments: list[Assignment] = []
             failed = True
             try:
                 assignments = await self.conn.poll(
-                    queues=self.options.queues, free_slots=len(runners), wait=self.options.poll_wait
+                    queues=self.options.queues, free_slots=asked, wait=self.options.poll_wait
                 )
                 failed = False
-                self._drained = len(assignments) < len(runners)
+                self._drained = len(assignments) < asked
             except Unavailable as exc:
                 log.warning("poll failed: %s", exc)
             except WeirError as exc:
@@ -252,20 +278,100 @@ class Worker:
             else:
                 backoff.reset()
 
+    async def _want_work(self) -> None:
+        """Until a runner is idle, or tasks claimed ahead run low while tasks are short."""
+        while True:
+            self._dispatch_ready()
+            if self.pool.free or self._prefetch_room() >= max(1, self.prefetch // 2):
+                return
+            self._nudge.clear()
+            await self._nudge.wait()
+
+    def _prefetch_room(self) -> int:
+        """How many tasks to claim ahead of idle runners now: none unless recent tasks
+        were short and the queues were not found drained, and fewer while some runners
+        are held by a long task (they will not free soon)."""
+        if self._drained or self._stopping or self._task_seconds > PREFETCH_SHORT_TASK:
+            return 0
+        size = self.pool.size
+        soon_free = size - self.pool.busy_longer_than(PREFETCH_LONG_RUNNING)
+        return max(0, self.prefetch * soon_free // size - len(self._ready))
+
     def _start(self, assignments: Sequence[Assignment], runners: list[Runner]) -> None:
-        """Start claimed tasks on reserved runners; give the unused runners back."""
-        lease_ends = time.monotonic() + self._lease_seconds - LEASE_MARGIN
-        # The server claims at most as many as asked (the claim's LIMIT).
-        for a, runner in zip(assignments, runners, strict=False):
+        """Start claimed tasks on the reserved runners and give the unused runners back;
+        tasks claimed ahead wait in `_ready` for the next runner that frees."""
+        now = time.monotonic()
+        lease_ends = now + self._lease_seconds - LEASE_MARGIN
+        for a in assignments:
             self.held[a.key] = a
             self.lease_deadline[a.key] = lease_ends
-            task = asyncio.create_task(self._execute(a, runner), name=f"task-{a.task_instance_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        for a, runner in zip(assignments, runners, strict=False):
+            self._spawn_execute(a, runner)
         for runner in runners[len(assignments) :]:
             self.pool.give_back(runner)
+        for a in assignments[len(runners) :]:
+            self._ready[a.key] = (a, now)
+        self._dispatch_ready()
+
+    def _spawn_execute(self, a: Assignment, runner: Runner) -> None:
+        task = asyncio.create_task(self._execute(a, runner), name=f"task-{a.task_instance_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch_ready(self) -> None:
+        """Start tasks claimed ahead on idle runners (one that replaced a dead runner, say)."""
+        while self._ready:
+            runner = self.pool.take()
+            if runner is None:
+                return
+            self._spawn_execute(self._pop_ready(), runner)
+
+    def _pop_ready(self) -> Assignment:
+        key = next(iter(self._ready))
+        a, _ = self._ready.pop(key)
+        self._nudge.set()  # room to claim ahead again
+        return a
+
+    def _hand_back(self, keys: Sequence[Key]) -> None:
+        """Give claimed tasks that never started back to the queue (claimable at once)."""
+        for key in keys:
+            self._ready.pop(key, None)
+            self.held.pop(key, None)
+            self.lease_deadline.pop(key, None)
+
+        async def release() -> None:
+            try:
+                await self.conn.release(keys)
+            except WeirError as exc:
+                log.warning(
+                    "could not give back %d unstarted tasks (%s): they run again once their leases end",
+                    len(keys),
+                    exc,
+                )
+
+        task = asyncio.create_task(release(), name="hand-back")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _hand_back_stale(self) -> None:
+        """Tasks claimed ahead that waited too long (the tasks before them turned out
+        long) go back to the queue, for a worker with a free runner."""
+        horizon = time.monotonic() - PREFETCH_MAX_WAIT
+        stale = [key for key, (_, since) in self._ready.items() if since < horizon]
+        if stale:
+            log.info("gave %d tasks claimed ahead back to the queue: no runner freed in time", len(stale))
+            self._hand_back(stale)
 
     async def _execute(self, a: Assignment, runner: Runner) -> None:
+        """Run `a`, then tasks claimed ahead while there are any, then free the runner."""
+        while True:
+            await self._run_one(a, runner)
+            if not self._ready or not runner.alive or self._stopping:
+                break
+            a = self._pop_ready()
+        await self.pool.finished(runner)
+
+    async def _run_one(self, a: Assignment, runner: Runner) -> None:
         label = f"{a.dag_id}.{a.task_id} (run {a.run_id}, try {a.try_number}/{a.max_tries})"
         log.debug("start %s", label)
         started = time.monotonic()
@@ -278,13 +384,14 @@ class Worker:
 
         assert self.limits is not None
         try:
-            result = await self.pool.run(runner, a, sink, self.limits.max_result_bytes)
+            result = await runner.run(a, sink, self.limits.max_result_bytes)
         except Exception as exc:  # a bug here must not lose the task's outcome
             log.exception("running %s failed", label)
             result = RunResult(Outcome.FAILED, error=TaskError("WorkerError", f"{type(exc).__name__}: {exc}"))
         tail = bytes(self._log_buffers.pop(a.key, b""))
         self.lease_deadline.pop(a.key, None)
         elapsed = time.monotonic() - started
+        self._task_seconds += (elapsed - self._task_seconds) * 0.2
         if a.key in self.abandoned:
             log.warning(
                 "dropped %s after %.3fs: the server no longer considers this attempt current", label, elapsed
@@ -371,6 +478,7 @@ class Worker:
         while True:
             await asyncio.sleep(min(1.0, interval))
             self._stop_expired()
+            self._hand_back_stale()
             if not self.held or time.monotonic() - last < interval:
                 continue
             last = sent = time.monotonic()
@@ -400,6 +508,11 @@ class Worker:
                 self._stop(key, TaskError("LeaseExpired", "the worker could not renew its lease in time"))
 
     def _stop(self, key: Key, reason: TaskError) -> None:
+        if self._ready.pop(key, None) is not None:  # claimed ahead, never started: forget it
+            self.held.pop(key, None)
+            self.lease_deadline.pop(key, None)
+            log.warning("dropped task instance %d attempt %d before it started: %s", *key, reason.message)
+            return
         if self.pool.kill(key, reason):
             self.abandoned.add(key)
             log.warning("stopping task instance %d attempt %d: %s", key[0], key[1], reason.message)

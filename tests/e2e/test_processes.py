@@ -7,6 +7,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,5 +400,90 @@ def test_a_worker_waiting_for_work_claims_the_next_task_with_its_report(tmp_path
         # upstream's outcome: the report asked for work, no poll had to be woken.
         for up, down in itertools.pairwise(tis):
             assert down.started_at == up.ended_at, (up, down)
+    finally:
+        stop_all(cluster)
+
+
+WIDE_DAG = textwrap.dedent(
+    """
+    from weir import DAG, task
+
+    @task
+    def noop():
+        pass
+
+    with DAG("wide", schedule=None, max_active_runs=10):
+        for i in range(120):
+            noop.override(task_id=f"w{i:03d}")()
+    """
+)
+
+
+def largest_claim(client: Client, run_id: str) -> int:
+    """The most tasks one claim took (a claim stamps its rows with one started_at)."""
+    return max(Counter(ti.started_at for ti in client.task_instances(run_id)).values())
+
+
+def test_a_worker_claims_ahead_of_its_runners_while_tasks_are_short(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "wide.py").write_text(WIDE_DAG)
+    cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags, "--concurrency", "2")
+    try:
+        client = cluster.client
+        wait_until(client.list_dags, what="DAG registered")
+        run = client.trigger("wide")
+        assert client.wait(run.run_id, timeout=60).state is RunState.SUCCESS, cluster.logs()
+        # Two runners, yet polls took more: tasks claimed ahead waited for the next free runner.
+        assert largest_claim(client, run.run_id) > 2
+        assert cluster.workers[0].stop() == 0
+        cluster.add_worker(dags, "--concurrency", "2", "--prefetch", "0")
+        again = client.trigger("wide")
+        assert client.wait(again.run_id, timeout=60).state is RunState.SUCCESS, cluster.logs()
+        assert largest_claim(client, again.run_id) <= 2
+    finally:
+        stop_all(cluster)
+
+
+BEHIND_A_LONG_TASK_DAG = textwrap.dedent(
+    """
+    import time
+    from weir import DAG, task
+
+    @task
+    def quick():
+        pass
+
+    @task
+    def slow():
+        time.sleep(3)
+
+    with DAG("mixed", schedule=None):
+        for i in range(30):
+            quick.override(task_id=f"early_{i:02d}", priority=10)()
+        slow.override(priority=5)()
+        for i in range(3):
+            quick.override(task_id=f"late_{i}", priority=1)()
+    """
+)
+
+
+def test_tasks_claimed_ahead_of_a_long_task_go_back_to_the_queue_without_costing_a_try(
+    tmp_path: Path,
+) -> None:
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "mixed.py").write_text(BEHIND_A_LONG_TASK_DAG)
+    cluster = start_cluster(f"sqlite:///{tmp_path / 'weir.db'}", tmp_path, dags, "--concurrency", "1")
+    try:
+        client = cluster.client
+        wait_until(client.list_dags, what="DAG registered")
+        run = client.trigger("mixed")
+        assert client.wait(run.run_id, timeout=60).state is RunState.SUCCESS, cluster.logs()
+        # The quick tasks claimed ahead of the slow one could not start for 3 s: they
+        # went back to the queue (not charged a try) and ran once the runner was free.
+        assert "claimed ahead back to the queue" in cluster.workers[0].output()
+        late = [ti for ti in client.task_instances(run.run_id) if ti.task_id.startswith("late_")]
+        assert [ti.try_number for ti in late] == [1, 1, 1]
     finally:
         stop_all(cluster)

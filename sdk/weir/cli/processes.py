@@ -66,6 +66,7 @@ def worker_options(
     concurrency: int | None,
     server: str | None,
     worker_id: str | None,
+    prefetch: int | None = None,
 ) -> Any:
     from weir.worker.worker import WorkerOptions, default_worker_id
 
@@ -77,6 +78,7 @@ def worker_options(
         dags_folder=folder,
         queues=[q.strip() for q in (queues or s.worker_queues).split(",") if q.strip()],
         concurrency=concurrency or s.worker_concurrency,
+        prefetch=prefetch if prefetch is not None else s.worker_prefetch,
         poll_wait=s.poll_wait_seconds,
         token=s.token.get_secret_value() if s.token else None,
         worker_id=worker_id or default_worker_id(),
@@ -88,6 +90,12 @@ def worker_options(
 @click.option("--dags", type=click.Path(path_type=Path), help="Folder of DAG files. [env: WEIR_DAGS_FOLDER]")
 @click.option("--queues", help="Comma-separated queues to claim from. [default: default]")
 @click.option("--concurrency", type=click.IntRange(1, 1000), help="Tasks run at once. [default: 8]")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0, 100_000),
+    help="Tasks claimed ahead of idle runners while tasks are short (under 50 ms), so one poll "
+    "serves many; 0 claims only for idle runners. [default: 4 per slot; env: WEIR_WORKER_PREFETCH]",
+)
 @click.option("--worker-id", help="Stable name for this worker. [default: host-pid-random]")
 @server_option
 @click.pass_context
@@ -96,6 +104,7 @@ def worker_cmd(
     dags: Path | None,
     queues: str | None,
     concurrency: int | None,
+    prefetch: int | None,
     worker_id: str | None,
     server: str | None,
 ) -> None:
@@ -107,7 +116,7 @@ def worker_cmd(
     """
     s = settings(ctx)
     setup_logging(s.log_level)
-    options = worker_options(s, dags, queues, concurrency, server, worker_id)
+    options = worker_options(s, dags, queues, concurrency, server, worker_id, prefetch)
     from weir.worker.worker import Worker
 
     async def main() -> None:

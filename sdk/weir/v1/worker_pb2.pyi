@@ -193,7 +193,10 @@ class PollTasksRequest(_message.Message):
     WAIT_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     free_slots: _builtins.int
-    """Claim at most this many tasks (the worker's free capacity); at least 1."""
+    """Claim at most this many tasks; at least 1. The worker's idle slots, plus
+    the tasks it holds ready for slots about to free while its tasks are short
+    (prefetch): a worker gives back, with ReleaseTasks, what it cannot start.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Queues to claim from; empty means ["default"]."""
