@@ -3,7 +3,9 @@
 Four loops share one event loop:
 - poll: wait for an idle runner, long-poll the server for at most as many
   tasks as runners are idle, start each on a runner (runners are reserved
-  before claiming);
+  before claiming). While tasks are short it also claims ahead (prefetch):
+  those tasks wait in the worker, and the next runner that frees takes one
+  without a call;
 - report: send captured logs and outcomes in batches, in order (a task's
   logs always reach the server before its outcome). When the last claim
   drained the queues, a report also claims work for the idle runners in the

@@ -52,12 +52,12 @@ def chain(dag_id: str, n: int) -> DAG:
 
 
 def fan(dag_id: str, n: int) -> DAG:
-    """start >> [m00000 ... m(n-1)] >> join."""
+    """start >> [m00000 ... m(n-1)] >> join (each returns when it ran)."""
     with _dag(dag_id) as d:
-        start = noop.override(task_id="start")()
-        join = noop.override(task_id="join")()
+        start = stamp.override(task_id="start")()
+        join = stamp.override(task_id="join")()
         for i in range(n):
-            middle = noop.override(task_id=f"m{i:05d}")()
+            middle = stamp.override(task_id=f"m{i:05d}")()
             start >> middle
             middle >> join
     return d
