@@ -65,6 +65,9 @@ class Report:
 
     outcomes: Sequence[TaskOutcome]
     claim: claims.ClaimRequest | None = None
+    #: The claim's queues were known empty when the report arrived: claim only
+    #: if these outcomes queue something there.
+    only_if_queued: bool = False
 
 
 @dataclass
@@ -158,7 +161,9 @@ def report(
     if outcomes:
         done.applied = complete(conn, now, catalog, outcomes, max_result_bytes=max_result_bytes)
     for r in reports:
-        if r.claim is None:
+        if r.claim is None or (
+            r.only_if_queued and not any(done.applied.queued.get(q) for q in r.claim.queues)
+        ):
             done.claimed.append([])
             done.short.append(False)
             continue

@@ -406,10 +406,13 @@ class ControlPlane:
         """Apply a worker's outcomes and, with `claim`, claim its next tasks in the
         same transaction (never waiting for work). Reports arriving together share
         one transaction (group commit)."""
-        # No `worth_claiming` shortcut here: the outcomes may queue the very tasks to claim.
+        # Queues known empty are claimed from only if the outcomes queue work there
+        # (work queued by others since moves the queue's generation on, and wakes polls).
+        known_empty = False
         if claim is not None:
             self._lapsed.pop(claim.worker_id, None)  # a worker asking for work is alive
-        request = completion.Report(outcomes, claim)
+            known_empty = not self.waker.worth_claiming(claim.queues)
+        request = completion.Report(outcomes, claim, only_if_queued=known_empty)
         if claim is None:
             [done] = first_error(await self._reports.submit([request]))
             return done

@@ -60,6 +60,16 @@ class Plane:
             max_result_bytes=max_result_bytes,
         )
 
+    def report(self, *reports: completion.Report) -> completion.ReportsApplied:
+        return self.db.write_sync(
+            completion.report,
+            self.clock.now(),
+            self.catalog,
+            list(reports),
+            max_result_bytes=1 << 20,
+            lease=LEASE,
+        )
+
     def acks(self, *outcomes: TaskOutcome) -> list[OutcomeAck]:
         return self.complete(*outcomes).acks
 

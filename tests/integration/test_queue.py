@@ -14,6 +14,8 @@ from tests.integration.store_fixtures import Plane, complete_from_replicas, fail
 from weir.errors import AlreadyExists, InvalidArgument, NotFound
 from weir.models import AckStatus, Outcome, TaskOutcome
 from weir.server import queries
+from weir.server.claims import ClaimRequest
+from weir.server.completion import Report
 from weir.server.store.db import Database
 from weir.server.store.schema import task_attempts, task_instances
 from weir.states import RunState, TaskState, TriggerRule
@@ -324,3 +326,26 @@ def test_task_instance_rows_stay_unique_per_run(plane: Plane) -> None:
         lambda c: c.execute(select(func.count()).select_from(task_instances)).scalar_one()
     )
     assert count == 10
+
+
+def test_a_report_claims_after_applying_its_outcomes_and_skips_queues_known_empty(plane: Plane) -> None:
+    plane.register(chain("c", 3))
+    plane.register(wide("w", 2))
+    plane.trigger("c")
+    [t0] = plane.claim(1)
+    want = ClaimRequest("w1", ["default"], 4)
+    # The outcome queues t1, and the same transaction claims it.
+    done = plane.report(Report([ok(t0)], want, only_if_queued=True))
+    assert [a.task_id for a in done.claimed[0]] == ["t1"] and done.short == [True]
+    assert done.applied.queued == Counter()  # nothing left for a poll to wake for
+    [t1] = done.claimed[0]
+    [t2] = plane.report(Report([ok(t1)], want, only_if_queued=True)).claimed[0]
+    assert t2.task_id == "t2"
+    # Work queued by someone else: a claim on queues known empty whose outcomes
+    # queue nothing leaves it to the polls its own wake-up reaches...
+    plane.trigger("w")
+    skipped = plane.report(Report([ok(t2)], want, only_if_queued=True))
+    assert skipped.claimed == [[]] and skipped.applied.acks[0].status is AckStatus.ACCEPTED
+    # ...while an ordinary claim takes it.
+    taken = plane.report(Report([], want))
+    assert sorted((a.dag_id, a.task_id) for a in taken.claimed[0]) == [("w", "t0"), ("w", "t1")]
