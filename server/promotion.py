@@ -64,6 +64,19 @@ def may_decide_early(rule: TriggerRule, finished_as: TaskState) -> bool:
     return finished_as is not TaskState.SUCCESS or rule is TriggerRule.ONE_SUCCESS
 
 
+#: Rules that run a task only once all its upstream tasks finished, and run a
+#: task still waiting when the last of them finishes as a success, whatever the
+#: others did: every other finish that could decide it was judged when it
+#: happened (`may_decide_early`), so if it is still waiting, they all left it to
+#: run. Such a task is queued by the same statement that counts its last upstream
+#: task off (a chain's hop writes the downstream row once), and since nothing
+#: queues it earlier, a queued state after that count means the count queued it.
+#: tests/unit/test_rules.py derives this set from `decide`.
+RUN_ON_LAST_SUCCESS = frozenset(
+    {TriggerRule.ALL_SUCCESS, TriggerRule.ALL_DONE, TriggerRule.NONE_FAILED, TriggerRule.NONE_SKIPPED}
+)
+
+
 @dataclass
 class Promotion:
     queued: Counter[str] = field(default_factory=Counter)
@@ -88,10 +101,19 @@ def promote(
             finishes.update(set(dag.downstream[task_id]))
         if not finishes:
             break
-        counted = tis.count_down_upstream(conn, run_pk, finishes)
+        # Queued by the count itself if it reaches zero: the rule lets them run, and
+        # every upstream task of theirs finishing in this step succeeded.
+        queue_at_zero = {
+            d: tis.start_deadline(now, dag.tasks[d])
+            for d in finishes
+            if dag.tasks[d].trigger_rule in RUN_ON_LAST_SUCCESS
+            and all(frontier[u] is TaskState.SUCCESS for u in dag.upstream[d] if u in frontier)
+        }
+        counted = tis.count_down_upstream(conn, now, run_pk, finishes, queue_at_zero)
+        result.queued.update(c.queue for c in counted.values() if c.queued)
         to_judge = [
             d
-            for d, (state, pending) in counted.items()
+            for d, (state, pending, _, _) in counted.items()
             if state is TaskState.NONE
             and (
                 pending is None

@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import TaskError, TaskInstance
@@ -263,30 +263,49 @@ _END = (
 )
 
 
+# Postgres ends the attempt and records it in one statement (the UPDATE returns the
+# columns it leaves as they were); SQLite cannot put an UPDATE in a WITH.
+_ENDED = _END.returning(ti.c.id, ti.c.attempt, ti.c.try_number, ti.c.worker_id, ti.c.started_at).cte("ended")
+_END_AND_RECORD = insert(task_attempts).from_select(
+    ["ti_id", "attempt", "try_number", "worker_id", "started_at", "ended_at", "outcome", "error"],
+    select(
+        _ENDED.c.id,
+        _ENDED.c.attempt,
+        _ENDED.c.try_number,
+        _ENDED.c.worker_id,
+        _ENDED.c.started_at,
+        bindparam("b_ended_at", type_=task_attempts.c.ended_at.type),
+        bindparam("b_state", type_=task_attempts.c.outcome.type),
+        bindparam("b_error", type_=task_attempts.c.error.type),
+    ),
+)
+
+
 def end_attempts(conn: Connection, now: datetime, ends: Sequence[AttemptEnd], by: dict[int, Current]) -> None:
     """Apply attempt endings (guarded by attempt and state) and record each attempt.
 
-    The caller has locked the runs involved and read `by` after locking, so
-    every ending here matches a running attempt.
+    The caller has locked the rows and read `by` after locking, so every
+    ending here matches a running attempt.
     """
     if not ends:
         return
-    conn.execute(
-        _END,
-        [
-            {
-                "b_id": e.id,
-                "b_attempt": e.attempt,
-                "b_state": e.state.value,
-                "b_result": e.result,
-                "b_error": _error_json(e.error),
-                "b_available_at": e.available_at,
-                "b_start_deadline": e.start_deadline,
-                "b_ended_at": now,
-            }
-            for e in ends
-        ],
-    )
+    rows = [
+        {
+            "b_id": e.id,
+            "b_attempt": e.attempt,
+            "b_state": e.state.value,
+            "b_result": e.result,
+            "b_error": _error_json(e.error),
+            "b_available_at": e.available_at,
+            "b_start_deadline": e.start_deadline,
+            "b_ended_at": now,
+        }
+        for e in ends
+    ]
+    if is_postgres(conn):
+        conn.execute(_END_AND_RECORD, rows)
+        return
+    conn.execute(_END, rows)
     conn.execute(
         insert(task_attempts),
         [
@@ -337,16 +356,31 @@ def states(conn: Connection, run_pk: int, task_ids: Iterable[str]) -> dict[str, 
     return {r.task_id: TaskState(r.state) for r in rows}
 
 
-_COUNT_DOWN_UPSTREAM = (
-    update(ti)
-    .where(
+def _count_down_statement(queue_at_zero: bool) -> Any:
+    stmt = update(ti).where(
         ti.c.run_pk == bindparam("b_run_pk"),
         ti.c.task_id.in_(bindparam("b_task_ids", expanding=True)),
         ti.c.map_index == -1,
     )
-    .values(pending_upstream=ti.c.pending_upstream - bindparam("b_finished"))
-    .returning(ti.c.task_id, ti.c.state, ti.c.pending_upstream)
-)
+    left = ti.c.pending_upstream - bindparam("b_finished")
+    values: dict[str, Any] = {"pending_upstream": left}
+    if queue_at_zero:
+        # SET expressions read the row as it was: the task is queued here only if it
+        # was still waiting and this count is its last.
+        ready = and_(ti.c.state == TaskState.NONE.value, left <= 0)
+        now = bindparam("b_now", type_=ti.c.queued_at.type)  # typed: SQLite stores times as text
+        values.update(
+            state=case((ready, TaskState.QUEUED.value), else_=ti.c.state),
+            queued_at=case((ready, now), else_=ti.c.queued_at),
+            available_at=case((ready, now), else_=ti.c.available_at),
+            start_deadline=case(
+                (ready, bindparam("b_deadline", type_=ti.c.start_deadline.type)), else_=ti.c.start_deadline
+            ),
+        )
+    return stmt.values(**values).returning(ti.c.task_id, ti.c.state, ti.c.pending_upstream, ti.c.queue)
+
+
+_COUNT_DOWN_UPSTREAM = {flag: _count_down_statement(flag) for flag in (False, True)}
 
 
 _LOCK_BY_TASK = (
@@ -361,28 +395,51 @@ _LOCK_BY_TASK = (
 )
 
 
+class Counted(NamedTuple):
+    """A task counted down: its state and pending count after the count, its queue,
+    and whether the count queued it."""
+
+    state: TaskState
+    pending: int | None
+    queue: str
+    queued: bool
+
+
 def count_down_upstream(
-    conn: Connection, run_pk: int, finishes: Mapping[str, int]
-) -> dict[str, tuple[TaskState, int | None]]:
+    conn: Connection,
+    now: datetime,
+    run_pk: int,
+    finishes: Mapping[str, int],
+    queue_at_zero: Mapping[str, datetime | None] | None = None,
+) -> dict[str, Counted]:
     """Count finished upstream tasks off these tasks, locking their rows until commit.
 
     `finishes` maps task_id -> upstream tasks of it that just finished.
-    Returns task_id -> (state, upstream tasks still pending; None: unknown).
+    Tasks in `queue_at_zero` (task_id -> start deadline) that were waiting
+    and reach zero are queued by the same statement; the caller knows their
+    trigger rule lets them run then, and that nothing queues them before.
+    Returns task_id -> what the count left (a pending count of None: unknown).
     """
+    eager = queue_at_zero or {}
     if len(finishes) > 1 and is_postgres(conn):
         # A multi-row UPDATE locks rows in no set order, and the counts below
         # go one statement per count: lock every row first, in id order, as
         # every other transaction counting down these rows does.
         conn.execute(_LOCK_BY_TASK, {"b_run_pk": run_pk, "b_task_ids": sorted(finishes)})
-    by_count: dict[int, list[str]] = {}
+    # One statement per (count, queued at zero?, start deadline): usually one in all.
+    groups: dict[tuple[int, bool, datetime | None], list[str]] = {}
     for task_id, n in finishes.items():
-        by_count.setdefault(n, []).append(task_id)
-    out: dict[str, tuple[TaskState, int | None]] = {}
-    for n, task_ids in sorted(by_count.items()):
-        rows = conn.execute(
-            _COUNT_DOWN_UPSTREAM, {"b_run_pk": run_pk, "b_task_ids": sorted(task_ids), "b_finished": n}
-        )
-        out.update((r.task_id, (TaskState(r.state), r.pending_upstream)) for r in rows)
+        groups.setdefault((n, task_id in eager, eager.get(task_id)), []).append(task_id)
+    out: dict[str, Counted] = {}
+    for (n, at_zero, deadline), task_ids in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1])):
+        params = {"b_run_pk": run_pk, "b_task_ids": sorted(task_ids), "b_finished": n}
+        if at_zero:
+            params.update(b_now=now, b_deadline=deadline)
+        for r in conn.execute(_COUNT_DOWN_UPSTREAM[at_zero], params):
+            state = TaskState(r.state)
+            # Queued here: nothing queues such a task before its count reaches zero.
+            queued = at_zero and state is TaskState.QUEUED and (r.pending_upstream or 0) <= 0
+            out[r.task_id] = Counted(state, r.pending_upstream, r.queue, queued)
     return out
 
 

@@ -113,6 +113,29 @@ def test_a_task_queued_past_its_start_timeout_fails_with_the_reason(plane: Plane
     assert run_state(plane, run.run_id) is RunState.FAILED
 
 
+def test_a_task_its_upstream_queued_gets_its_start_timeout_from_then(plane: Plane) -> None:
+    plane.register(
+        dag_spec(
+            "d",
+            py("first"),
+            py("stuck", "first", queue="nobody-listens", schedule_to_start_timeout=timedelta(seconds=60)),
+        )
+    )
+    run = plane.trigger("d").run
+    plane.clock.advance(30)
+    [a] = plane.claim()
+    assert plane.complete(ok(a)).queued == {"nobody-listens": 1}
+
+    def sweep() -> completion.Completion:
+        return plane.db.write_sync(completion.time_out_waiting, plane.clock.now(), plane.catalog)
+
+    plane.clock.advance(59)
+    assert sweep().ended == 0
+    plane.clock.advance(2)
+    assert sweep().ended == 1
+    assert states(plane, run.run_id) == {"first": TaskState.SUCCESS, "stuck": TaskState.FAILED}
+
+
 def test_cancel_removes_waiting_tasks_and_stops_running_ones(plane: Plane) -> None:
     plane.register(dag_spec("d", py("running"), py("queued"), py("waiting", "running")))
     run = plane.trigger("d").run

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
 
 from weir._rules import Decision, decide, retry_delay, run_outcome
+from weir.server.promotion import RUN_ON_LAST_SUCCESS, may_decide_early
 from weir.states import TaskState, TriggerRule
 
 S = TaskState.SUCCESS
@@ -184,3 +186,35 @@ def test_exponential_retry_delay_with_many_tries_does_not_overflow() -> None:
     delay = timedelta(days=1)
     for try_number in (30, 31, 33, 40):
         assert retry_delay(delay, try_number, exponential=True, max_delay=None) == timedelta(days=1)
+
+
+FINAL = (S, F, UF, K)
+
+
+def _rule_lets_a_count_queue(rule: TriggerRule) -> bool:
+    """Replay every order in which 1 to 3 upstream tasks can finish, judging the task as
+    promotion does: after a finish that may decide early, and after the last one. The
+    count of the last finish may queue the task itself iff the rule never runs it
+    before that, and runs it whenever it is still waiting when the last finish is a
+    success."""
+    for k in (1, 2, 3):
+        for finals in itertools.product(FINAL, repeat=k):
+            for order in itertools.permutations(range(k)):
+                seen = [N] * k
+                waiting = True
+                for i in order[:-1]:
+                    seen[i] = finals[i]
+                    if may_decide_early(rule, finals[i]):
+                        decision = decide(rule, seen)
+                        if decision is RUN:
+                            return False  # runs before its last upstream task finished
+                        if decision is not WAIT:
+                            waiting = False
+                            break
+                if waiting and finals[order[-1]] is S and decide(rule, list(finals)) is not RUN:
+                    return False
+    return True
+
+
+def test_the_rules_whose_tasks_a_count_queues_are_derived_from_decide() -> None:
+    assert {rule for rule in TriggerRule if _rule_lets_a_count_queue(rule)} == RUN_ON_LAST_SUCCESS
