@@ -91,6 +91,8 @@ def complete(
     *,
     max_result_bytes: int,
 ) -> Completion:
+    if len(outcomes) == 1 and (one := _complete_one(conn, now, catalog, outcomes[0], max_result_bytes)):
+        return one
     done = Completion()
     ids = [o.task_instance_id for o in outcomes]
     current = tis.current(conn, ids, lock=True)
@@ -139,6 +141,26 @@ def complete(
 
     task_logs.append(conn, now, logs)
     _apply(conn, now, catalog, runs_of, current, ends, done)
+    return done
+
+
+def _complete_one(
+    conn: Connection, now: datetime, catalog: Catalog, o: TaskOutcome, max_result_bytes: int
+) -> Completion | None:
+    """A report of one success (a chain's hop): its attempt is ended and recorded
+    without being read first, the guarded UPDATE standing in for the read. None
+    when it needs the general path: not a plain success, or not running."""
+    if o.outcome is not Outcome.SUCCESS or _check_result(o.result_json, max_result_bytes) is not None:
+        return None
+    text = o.result_json.decode() if o.result_json else "null"
+    end = tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SUCCESS, result=text)
+    was = tis.end_running(conn, now, end)
+    if was is None:
+        return None  # stale or a replay: the general path tells which
+    done = Completion(acks=[OutcomeAck(o.task_instance_id, o.attempt, AckStatus.ACCEPTED)])
+    if o.log_tail:
+        task_logs.append(conn, now, [(o.task_instance_id, o.attempt, o.log_tail)])
+    _after_ends(conn, now, catalog, catalog.runs(conn, [was.run_pk]), {was.id: was}, [end], done)
     return done
 
 
@@ -247,6 +269,19 @@ def _apply(
     done: Completion,
 ) -> None:
     tis.end_attempts(conn, now, ends, current)
+    _after_ends(conn, now, catalog, runs_of, current, ends, done)
+
+
+def _after_ends(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    runs_of: Mapping[int, RunInfo],
+    current: Mapping[int, tis.Current],
+    ends: Sequence[tis.AttemptEnd],
+    done: Completion,
+) -> None:
+    """What follows attempts ending: retries to wake for, downstream tasks, runs."""
     done.ended += len(ends)
     finished: dict[int, dict[str, TaskState]] = defaultdict(dict)
     for e in ends:

@@ -178,7 +178,7 @@ class Current:
     start_deadline: datetime | None = None
 
 
-_CURRENT = select(
+_CURRENT_COLUMNS = (
     ti.c.id,
     ti.c.run_pk,
     ti.c.task_id,
@@ -191,7 +191,8 @@ _CURRENT = select(
     ti.c.started_at,
     ti.c.lease_expires_at,
     ti.c.start_deadline,
-).where(ti.c.id.in_(bindparam("ids", expanding=True)))
+)
+_CURRENT = select(*_CURRENT_COLUMNS).where(ti.c.id.in_(bindparam("ids", expanding=True)))
 _CURRENT_LOCKED = _CURRENT.order_by(ti.c.id).with_for_update(key_share=True)
 
 
@@ -263,22 +264,56 @@ _END = (
 )
 
 
-# Postgres ends the attempt and records it in one statement (the UPDATE returns the
-# columns it leaves as they were); SQLite cannot put an UPDATE in a WITH.
-_ENDED = _END.returning(ti.c.id, ti.c.attempt, ti.c.try_number, ti.c.worker_id, ti.c.started_at).cte("ended")
-_END_AND_RECORD = insert(task_attempts).from_select(
-    ["ti_id", "attempt", "try_number", "worker_id", "started_at", "ended_at", "outcome", "error"],
-    select(
-        _ENDED.c.id,
-        _ENDED.c.attempt,
-        _ENDED.c.try_number,
-        _ENDED.c.worker_id,
-        _ENDED.c.started_at,
-        bindparam("b_ended_at", type_=task_attempts.c.ended_at.type),
-        bindparam("b_state", type_=task_attempts.c.outcome.type),
-        bindparam("b_error", type_=task_attempts.c.error.type),
-    ),
-)
+def _end_and_record(*, returning: bool) -> Any:
+    """Postgres: end running attempts and record them in one statement; the UPDATE
+    returns the columns it leaves as they were. (SQLite cannot put an UPDATE in a WITH.)"""
+    ended = _END.returning(*_CURRENT_COLUMNS).cte("ended")
+    record = insert(task_attempts).from_select(
+        ["ti_id", "attempt", "try_number", "worker_id", "started_at", "ended_at", "outcome", "error"],
+        select(
+            ended.c.id,
+            ended.c.attempt,
+            ended.c.try_number,
+            ended.c.worker_id,
+            ended.c.started_at,
+            bindparam("b_ended_at", type_=task_attempts.c.ended_at.type),
+            bindparam("b_state", type_=task_attempts.c.outcome.type),
+            bindparam("b_error", type_=task_attempts.c.error.type),
+        ),
+    )
+    # With the ended rows returned, the INSERT goes in the WITH too.
+    return select(ended).add_cte(record.cte("recorded")) if returning else record
+
+
+_END_AND_RECORD = _end_and_record(returning=False)
+#: One attempt, the row returned: by database, Postgres or not.
+_END_ONE = {True: _end_and_record(returning=True), False: _END.returning(*_CURRENT_COLUMNS)}
+
+
+def _end_params(now: datetime, e: AttemptEnd) -> dict[str, Any]:
+    return {
+        "b_id": e.id,
+        "b_attempt": e.attempt,
+        "b_state": e.state.value,
+        "b_result": e.result,
+        "b_error": _error_json(e.error),
+        "b_available_at": e.available_at,
+        "b_start_deadline": e.start_deadline,
+        "b_ended_at": now,
+    }
+
+
+def _attempt_row(now: datetime, e: AttemptEnd, c: Current) -> dict[str, Any]:
+    return {
+        "ti_id": e.id,
+        "attempt": e.attempt,
+        "try_number": c.try_number,
+        "worker_id": c.worker_id,
+        "started_at": c.started_at,
+        "ended_at": now,
+        "outcome": e.state.value,
+        "error": _error_json(e.error),
+    }
 
 
 def end_attempts(conn: Connection, now: datetime, ends: Sequence[AttemptEnd], by: dict[int, Current]) -> None:
@@ -289,39 +324,41 @@ def end_attempts(conn: Connection, now: datetime, ends: Sequence[AttemptEnd], by
     """
     if not ends:
         return
-    rows = [
-        {
-            "b_id": e.id,
-            "b_attempt": e.attempt,
-            "b_state": e.state.value,
-            "b_result": e.result,
-            "b_error": _error_json(e.error),
-            "b_available_at": e.available_at,
-            "b_start_deadline": e.start_deadline,
-            "b_ended_at": now,
-        }
-        for e in ends
-    ]
+    rows = [_end_params(now, e) for e in ends]
     if is_postgres(conn):
         conn.execute(_END_AND_RECORD, rows)
         return
     conn.execute(_END, rows)
-    conn.execute(
-        insert(task_attempts),
-        [
-            {
-                "ti_id": e.id,
-                "attempt": e.attempt,
-                "try_number": by[e.id].try_number,
-                "worker_id": by[e.id].worker_id,
-                "started_at": by[e.id].started_at,
-                "ended_at": now,
-                "outcome": e.state.value,
-                "error": _error_json(e.error),
-            }
-            for e in ends
-        ],
+    conn.execute(insert(task_attempts), [_attempt_row(now, e, by[e.id]) for e in ends])
+
+
+def end_running(conn: Connection, now: datetime, end: AttemptEnd) -> Current | None:
+    """End one attempt if it is running, without reading it first, and record it.
+
+    Returns the row as it was (but for the lease and start deadline, which
+    the end clears), or None when that attempt was not running: the caller
+    then finds out why. The guard in the UPDATE is the fence, and the row
+    stays locked until commit, as `current(..., lock=True)` would leave it.
+    """
+    postgres = is_postgres(conn)
+    row = conn.execute(_END_ONE[postgres], _end_params(now, end)).first()
+    if row is None:
+        return None
+    was = Current(
+        row.id,
+        row.run_pk,
+        row.task_id,
+        row.queue,
+        TaskState.RUNNING,
+        row.attempt,
+        row.try_number,
+        row.max_tries,
+        row.worker_id,
+        row.started_at,
     )
+    if not postgres:
+        conn.execute(insert(task_attempts), _attempt_row(now, end, was))
+    return was
 
 
 def attempt_outcomes(conn: Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
