@@ -56,6 +56,11 @@ def take(conn: Connection, now: datetime, catalog: Catalog, request: ClaimReques
     claimed = tis.claim(
         conn, now, worker_id=request.worker_id, queues=request.queues, limit=request.slots, lease=lease
     )
+    return assign(conn, catalog, claimed)
+
+
+def assign(conn: Connection, catalog: Catalog, claimed: Sequence[tis.Claimed]) -> Taken:
+    """Turn claimed rows into assignments: the task's call, its run's facts, upstream results."""
     if not claimed:
         return Taken()
     runs = catalog.runs(conn, {c.run_pk for c in claimed})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
@@ -30,7 +30,7 @@ from weir.errors import FailedPrecondition, NotFound
 from weir.models import AckStatus, Assignment, Outcome, OutcomeAck, TaskError, TaskOutcome
 from weir.server import claims, runs
 from weir.server.catalog import Catalog, RunInfo
-from weir.server.promotion import Promotion, count_down_run, promote
+from weir.server.promotion import HandOff, Promotion, count_down_run, promote
 from weir.server.store import dag_runs, task_logs
 from weir.server.store import task_instances as tis
 from weir.spec import TaskSpec
@@ -57,6 +57,8 @@ class Completion:
     ended: int = 0
     #: Workers whose leases ran out here: they may be frozen rather than dead.
     lapsed_workers: set[str] = field(default_factory=set)
+    #: Tasks started on the worker the completion was handed (claimed rows).
+    started: list[tis.Claimed] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,13 @@ def complete(
     outcomes: Sequence[TaskOutcome],
     *,
     max_result_bytes: int,
+    hand_off: HandOff | None = None,
 ) -> Completion:
-    if len(outcomes) == 1 and (one := _complete_one(conn, now, catalog, outcomes[0], max_result_bytes)):
+    """Apply outcomes; with `hand_off` (one outcome only), the downstream task it
+    makes ready may start on that worker at once (see promotion.promote)."""
+    if len(outcomes) == 1 and (
+        one := _complete_one(conn, now, catalog, outcomes[0], max_result_bytes, hand_off)
+    ):
         return one
     done = Completion()
     ids = [o.task_instance_id for o in outcomes]
@@ -145,7 +152,12 @@ def complete(
 
 
 def _complete_one(
-    conn: Connection, now: datetime, catalog: Catalog, o: TaskOutcome, max_result_bytes: int
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    o: TaskOutcome,
+    max_result_bytes: int,
+    hand_off: HandOff | None,
 ) -> Completion | None:
     """A report of one success (a chain's hop): its attempt is ended and recorded
     without being read first, the guarded UPDATE standing in for the read. None
@@ -160,7 +172,8 @@ def _complete_one(
     done = Completion(acks=[OutcomeAck(o.task_instance_id, o.attempt, AckStatus.ACCEPTED)])
     if o.log_tail:
         task_logs.append(conn, now, [(o.task_instance_id, o.attempt, o.log_tail)])
-    _after_ends(conn, now, catalog, catalog.runs(conn, [was.run_pk]), {was.id: was}, [end], done)
+    runs_of = catalog.runs(conn, [was.run_pk])
+    _after_ends(conn, now, catalog, runs_of, {was.id: was}, [end], done, hand_off)
     return done
 
 
@@ -177,21 +190,37 @@ def report(
 
     Claims come after every outcome is applied, so they can take the
     downstream tasks those outcomes queued. Acks are one per outcome, in order.
+
+    A lone report of one outcome whose claim's queues were known empty is
+    handed the downstream task its outcome makes ready (a chain's next task):
+    the task starts on that worker without passing through the queue, where
+    nothing else was waiting to go first. What else the claim asks for is
+    claimed as usual.
     """
     done = ReportsApplied()
     outcomes = [o for r in reports for o in r.outcomes]
+    hand_off = None
+    if len(reports) == 1 and len(outcomes) == 1 and (claim := reports[0].claim) and reports[0].only_if_queued:
+        hand_off = HandOff(claim.worker_id, claim.queues, now + lease)
     if outcomes:
-        done.applied = complete(conn, now, catalog, outcomes, max_result_bytes=max_result_bytes)
+        done.applied = complete(
+            conn, now, catalog, outcomes, max_result_bytes=max_result_bytes, hand_off=hand_off
+        )
     for r in reports:
-        if r.claim is None or (
-            r.only_if_queued and not any(done.applied.queued.get(q) for q in r.claim.queues)
-        ):
+        if r.claim is None:
             done.claimed.append([])
             done.short.append(False)
             continue
-        taken = claims.take(conn, now, catalog, r.claim, lease)
-        done.claimed.append(taken.assignments)
-        short = len(taken.assignments) < r.claim.slots
+        handed = claims.assign(conn, catalog, done.applied.started).assignments if hand_off else []
+        want = r.claim.slots - len(handed)
+        if want <= 0 or (r.only_if_queued and not any(done.applied.queued.get(q) for q in r.claim.queues)):
+            done.claimed.append(handed)
+            # Handed what its outcome readied, in queues known empty: it took all there was.
+            done.short.append(bool(handed) and want > 0)
+            continue
+        taken = claims.take(conn, now, catalog, replace(r.claim, slots=want), lease)
+        done.claimed.append(handed + taken.assignments)
+        short = len(taken.assignments) < want
         done.short.append(short)
         if short:
             # Everything claimable in these queues is taken (what the outcomes
@@ -280,6 +309,7 @@ def _after_ends(
     current: Mapping[int, tis.Current],
     ends: Sequence[tis.AttemptEnd],
     done: Completion,
+    hand_off: HandOff | None = None,
 ) -> None:
     """What follows attempts ending: retries to wake for, downstream tasks, runs."""
     done.ended += len(ends)
@@ -290,7 +320,7 @@ def _after_ends(
             done.retries.append((c.queue, e.available_at))
         else:
             finished[c.run_pk][c.task_id] = e.state
-    _promote(conn, now, catalog, runs_of, finished, done)
+    _promote(conn, now, catalog, runs_of, finished, done, hand_off)
 
 
 def _promote(
@@ -300,6 +330,7 @@ def _promote(
     runs_of: Mapping[int, RunInfo],
     finished: Mapping[int, Mapping[str, TaskState]],
     done: Completion,
+    hand_off: HandOff | None = None,
 ) -> None:
     """Promote downstream tasks of each run, then count the finishes off the runs.
 
@@ -309,8 +340,10 @@ def _promote(
     promotions: dict[int, Promotion] = {}
     for run_pk, changed in sorted(finished.items()):
         dag = catalog.dag(conn, runs_of[run_pk].version_id)
-        promotion = promotions[run_pk] = promote(conn, now, dag, run_pk, changed)
+        promotion = promotions[run_pk] = promote(conn, now, dag, run_pk, changed, hand_off)
+        hand_off = None  # one task at most
         done.queued += promotion.queued
+        done.started += promotion.started
     freed: set[str] = set()
     for run_pk, promotion in sorted(promotions.items()):
         run = runs_of[run_pk]

@@ -20,7 +20,7 @@ same pass.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,9 +77,21 @@ RUN_ON_LAST_SUCCESS = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """A worker asking for work from queues known empty: a task that becomes ready
+    here, in one of its queues, starts on it at once instead of being queued."""
+
+    worker_id: str
+    queues: Sequence[str]
+    lease_until: datetime
+
+
 @dataclass
 class Promotion:
     queued: Counter[str] = field(default_factory=Counter)
+    #: Tasks this promotion started on the worker it was handed (claimed rows).
+    started: list[tis.Claimed] = field(default_factory=list)
     #: Tasks this promotion finished itself (upstream_failed, skipped).
     finished: int = 0
     #: Final states written in this transaction: the finishes given, and those above.
@@ -87,9 +99,18 @@ class Promotion:
 
 
 def promote(
-    conn: Connection, now: datetime, dag: CompiledDag, run_pk: int, changed: Mapping[str, TaskState]
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    changed: Mapping[str, TaskState],
+    hand_off: HandOff | None = None,
 ) -> Promotion:
-    """Apply the consequences of `changed` tasks (task_id -> final state) having finished."""
+    """Apply the consequences of `changed` tasks (task_id -> final state) having finished.
+
+    With `hand_off`, the one downstream task these finishes can make ready (a
+    chain's next task, a fan-in's join) starts on that worker if it does.
+    """
     result = Promotion(final=dict(changed))
     frontier = dict(changed)
     # Final states written in this transaction need no read (a chain's hop reads none).
@@ -109,11 +130,18 @@ def promote(
             if dag.tasks[d].trigger_rule in RUN_ON_LAST_SUCCESS
             and all(frontier[u] is TaskState.SUCCESS for u in dag.upstream[d] if u in frontier)
         }
-        counted = tis.count_down_upstream(conn, now, run_pk, finishes, queue_at_zero)
+        start = None
+        if hand_off is not None and len(queue_at_zero) == 1:
+            [ready] = queue_at_zero
+            if dag.tasks[ready].queue in hand_off.queues:
+                start = tis.StartOn(ready, hand_off.worker_id, hand_off.lease_until)
+        hand_off = None  # later steps only finish tasks (upstream_failed, skipped)
+        counted = tis.count_down_upstream(conn, now, run_pk, finishes, queue_at_zero, start)
         result.queued.update(c.queue for c in counted.values() if c.queued)
+        result.started.extend(c.started for c in counted.values() if c.started is not None)
         to_judge = [
             d
-            for d, (state, pending, _, _) in counted.items()
+            for d, (state, pending, *_) in counted.items()
             if state is TaskState.NONE
             and (
                 pending is None

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, case, insert, select, tuple_, update
@@ -393,7 +394,32 @@ def states(conn: Connection, run_pk: int, task_ids: Iterable[str]) -> dict[str, 
     return {r.task_id: TaskState(r.state) for r in rows}
 
 
-def _count_down_statement(queue_at_zero: bool) -> Any:
+class AtZero(Enum):
+    """What a count-down does to a waiting task whose count it takes to zero."""
+
+    NOTHING = "nothing"  # the caller judges it by its trigger rule
+    QUEUE = "queue"  # its rule lets it run: queue it
+    START = "start"  # ... and start it at once on the worker given (a report's claim)
+
+
+_COUNTED_COLUMNS = (
+    ti.c.task_id,
+    ti.c.state,
+    ti.c.pending_upstream,
+    ti.c.queue,
+    # a task started here comes back as a claim would return it
+    ti.c.id,
+    ti.c.run_pk,
+    ti.c.dag_id,
+    ti.c.map_index,
+    ti.c.attempt,
+    ti.c.try_number,
+    ti.c.max_tries,
+    ti.c.lease_expires_at,
+)
+
+
+def _count_down_statement(at_zero: AtZero) -> Any:
     stmt = update(ti).where(
         ti.c.run_pk == bindparam("b_run_pk"),
         ti.c.task_id.in_(bindparam("b_task_ids", expanding=True)),
@@ -401,23 +427,38 @@ def _count_down_statement(queue_at_zero: bool) -> Any:
     )
     left = ti.c.pending_upstream - bindparam("b_finished")
     values: dict[str, Any] = {"pending_upstream": left}
-    if queue_at_zero:
-        # SET expressions read the row as it was: the task is queued here only if it
+    if at_zero is not AtZero.NOTHING:
+        # SET expressions read the row as it was: the task moves here only if it
         # was still waiting and this count is its last.
         ready = and_(ti.c.state == TaskState.NONE.value, left <= 0)
         now = bindparam("b_now", type_=ti.c.queued_at.type)  # typed: SQLite stores times as text
+
+        def when_ready(value: Any, column: Any) -> Any:
+            return case((ready, value), else_=column)
+
         values.update(
-            state=case((ready, TaskState.QUEUED.value), else_=ti.c.state),
-            queued_at=case((ready, now), else_=ti.c.queued_at),
-            available_at=case((ready, now), else_=ti.c.available_at),
-            start_deadline=case(
-                (ready, bindparam("b_deadline", type_=ti.c.start_deadline.type)), else_=ti.c.start_deadline
-            ),
+            queued_at=when_ready(now, ti.c.queued_at), available_at=when_ready(now, ti.c.available_at)
         )
-    return stmt.values(**values).returning(ti.c.task_id, ti.c.state, ti.c.pending_upstream, ti.c.queue)
+        if at_zero is AtZero.QUEUE:
+            deadline = bindparam("b_deadline", type_=ti.c.start_deadline.type)
+            values.update(
+                state=when_ready(TaskState.QUEUED.value, ti.c.state),
+                start_deadline=when_ready(deadline, ti.c.start_deadline),
+            )
+        else:  # what the claim sets (_claim_statement), the wait in the queue skipped
+            until = bindparam("b_until", type_=ti.c.lease_expires_at.type)
+            values.update(
+                state=when_ready(TaskState.RUNNING.value, ti.c.state),
+                attempt=when_ready(ti.c.attempt + 1, ti.c.attempt),
+                try_number=when_ready(ti.c.try_number + 1, ti.c.try_number),
+                worker_id=when_ready(bindparam("b_worker_id", type_=ti.c.worker_id.type), ti.c.worker_id),
+                started_at=when_ready(now, ti.c.started_at),
+                lease_expires_at=when_ready(until, ti.c.lease_expires_at),
+            )
+    return stmt.values(**values).returning(*_COUNTED_COLUMNS)
 
 
-_COUNT_DOWN_UPSTREAM = {flag: _count_down_statement(flag) for flag in (False, True)}
+_COUNT_DOWN_UPSTREAM = {at_zero: _count_down_statement(at_zero) for at_zero in AtZero}
 
 
 _LOCK_BY_TASK = (
@@ -432,14 +473,24 @@ _LOCK_BY_TASK = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StartOn:
+    """Start a task on this worker, with this lease, if a count-down readies it."""
+
+    task_id: str
+    worker_id: str
+    lease_until: datetime
+
+
 class Counted(NamedTuple):
     """A task counted down: its state and pending count after the count, its queue,
-    and whether the count queued it."""
+    whether the count queued it, and the claim if the count started it."""
 
     state: TaskState
     pending: int | None
     queue: str
     queued: bool
+    started: Claimed | None
 
 
 def count_down_upstream(
@@ -448,6 +499,7 @@ def count_down_upstream(
     run_pk: int,
     finishes: Mapping[str, int],
     queue_at_zero: Mapping[str, datetime | None] | None = None,
+    start: StartOn | None = None,
 ) -> dict[str, Counted]:
     """Count finished upstream tasks off these tasks, locking their rows until commit.
 
@@ -455,6 +507,7 @@ def count_down_upstream(
     Tasks in `queue_at_zero` (task_id -> start deadline) that were waiting
     and reach zero are queued by the same statement; the caller knows their
     trigger rule lets them run then, and that nothing queues them before.
+    `start` names one of them to start on a worker instead of queueing.
     Returns task_id -> what the count left (a pending count of None: unknown).
     """
     eager = queue_at_zero or {}
@@ -463,20 +516,43 @@ def count_down_upstream(
         # go one statement per count: lock every row first, in id order, as
         # every other transaction counting down these rows does.
         conn.execute(_LOCK_BY_TASK, {"b_run_pk": run_pk, "b_task_ids": sorted(finishes)})
-    # One statement per (count, queued at zero?, start deadline): usually one in all.
-    groups: dict[tuple[int, bool, datetime | None], list[str]] = {}
+    # One statement per (count, what happens at zero, start deadline): usually one in all.
+    groups: dict[tuple[int, AtZero, datetime | None], list[str]] = {}
     for task_id, n in finishes.items():
-        groups.setdefault((n, task_id in eager, eager.get(task_id)), []).append(task_id)
+        at_zero = AtZero.NOTHING
+        if start is not None and task_id == start.task_id and task_id in eager:
+            at_zero = AtZero.START
+        elif task_id in eager:
+            at_zero = AtZero.QUEUE
+        groups.setdefault((n, at_zero, eager.get(task_id)), []).append(task_id)
     out: dict[str, Counted] = {}
-    for (n, at_zero, deadline), task_ids in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1])):
-        params = {"b_run_pk": run_pk, "b_task_ids": sorted(task_ids), "b_finished": n}
-        if at_zero:
+    for (n, at_zero, deadline), task_ids in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1].value)):
+        params: dict[str, Any] = {"b_run_pk": run_pk, "b_task_ids": sorted(task_ids), "b_finished": n}
+        if at_zero is AtZero.QUEUE:
             params.update(b_now=now, b_deadline=deadline)
+        elif at_zero is AtZero.START:
+            assert start is not None
+            params.update(b_now=now, b_worker_id=start.worker_id, b_until=start.lease_until)
         for r in conn.execute(_COUNT_DOWN_UPSTREAM[at_zero], params):
             state = TaskState(r.state)
-            # Queued here: nothing queues such a task before its count reaches zero.
-            queued = at_zero and state is TaskState.QUEUED and (r.pending_upstream or 0) <= 0
-            out[r.task_id] = Counted(state, r.pending_upstream, r.queue, queued)
+            # Moved here: nothing queues or starts such a task before its count reaches zero.
+            at_last = (r.pending_upstream or 0) <= 0
+            queued = at_zero is AtZero.QUEUE and state is TaskState.QUEUED and at_last
+            started = None
+            if at_zero is AtZero.START and state is TaskState.RUNNING and at_last:
+                started = Claimed(
+                    r.id,
+                    r.run_pk,
+                    r.dag_id,
+                    r.task_id,
+                    r.map_index,
+                    r.attempt,
+                    r.try_number,
+                    r.max_tries,
+                    r.lease_expires_at,
+                    r.queue,
+                )
+            out[r.task_id] = Counted(state, r.pending_upstream, r.queue, queued, started)
     return out
 
 

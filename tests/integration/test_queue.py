@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -349,3 +350,59 @@ def test_a_report_claims_after_applying_its_outcomes_and_skips_queues_known_empt
     # ...while an ordinary claim takes it.
     taken = plane.report(Report([], want))
     assert sorted((a.dag_id, a.task_id) for a in taken.claimed[0]) == [("w", "t0"), ("w", "t1")]
+
+
+def _row(plane: Plane, task_id: str) -> Any:
+    return plane.db.read_sync(
+        lambda c: c.execute(select(task_instances).where(task_instances.c.task_id == task_id)).one()
+    )
+
+
+def test_a_report_on_queues_known_empty_is_handed_the_task_its_outcome_readies(plane: Plane) -> None:
+    plane.register(chain("c", 3))
+    plane.trigger("c")
+    [t0] = plane.claim(1)
+    done = plane.report(Report([ok(t0)], ClaimRequest("w1", ["default"], 4), only_if_queued=True))
+    [t1] = done.claimed[0]
+    assert t1.task_id == "t1" and t1.try_number == 1 and done.short == [True]
+    assert done.applied.queued == Counter()  # never queued: no poll is woken for it
+    row = _row(plane, "t1")
+    assert row.state == TaskState.RUNNING and row.worker_id == "w1" and row.attempt == t1.attempt
+    assert row.queued_at == row.started_at == row.available_at  # it waited nowhere
+    assert row.lease_expires_at == t1.lease_expires_at
+    # It runs and reports like any claimed task.
+    assert plane.acks(ok(t1))[0].status is AckStatus.ACCEPTED
+    assert _row(plane, "t2").state == TaskState.QUEUED
+
+
+def test_a_hand_off_leaves_work_queued_meanwhile_to_the_polls_it_woke(plane: Plane) -> None:
+    plane.register(chain("c", 2))
+    plane.register(dag_spec("urgent", py("u", priority=10)))
+    plane.trigger("c")
+    [t0] = plane.claim(1)
+    # Queued after the server last found the queue empty (another replica, say):
+    # its own wake-up reaches a poll. The report is handed what its outcome readied.
+    plane.trigger("urgent")
+    done = plane.report(Report([ok(t0)], ClaimRequest("w1", ["default"], 1), only_if_queued=True))
+    assert [t.task_id for t in done.claimed[0]] == ["t1"]
+    assert _row(plane, "u").state == TaskState.QUEUED
+    assert [t.task_id for t in plane.claim(4)] == ["u"]
+
+
+def test_a_hand_off_never_skips_work_already_waiting_or_a_queue_the_worker_does_not_serve(
+    plane: Plane,
+) -> None:
+    plane.register(dag_spec("c", py("a"), py("b", "a"), py("c", "b", queue="gpu")))
+    plane.register(dag_spec("urgent", py("u", priority=10)))
+    plane.trigger("c")
+    [a] = plane.claim(1)
+    plane.trigger("urgent")
+    # The queue is not known empty: the claim takes by priority, and b waits its turn.
+    done = plane.report(Report([ok(a)], ClaimRequest("w1", ["default"], 1)))
+    assert [t.task_id for t in done.claimed[0]] == ["u"]
+    assert _row(plane, "b").state == TaskState.QUEUED
+    [b] = plane.claim(1)
+    # c is in a queue this worker does not serve: queued for those who do.
+    done = plane.report(Report([ok(b)], ClaimRequest("w1", ["default"], 1), only_if_queued=True))
+    assert done.claimed == [[]] and done.applied.queued == Counter({"gpu": 1})
+    assert _row(plane, "c").state == TaskState.QUEUED
