@@ -34,7 +34,10 @@ class Waiter:
     async def wait(self, timeout: float) -> bool:
         """True when woken, False when the timeout passed first."""
         try:
-            await asyncio.wait_for(self.event.wait(), timeout)
+            # asyncio.timeout, not wait_for: no task of its own, so a woken poll
+            # resumes one loop iteration sooner (wake-up latency).
+            async with asyncio.timeout(timeout):
+                await self.event.wait()
         except TimeoutError:
             return False
         return True
