@@ -11,9 +11,14 @@ from sqlalchemy.engine import Connection
 
 def insert_ignoring_conflict(conn: Connection, table: Table, index_elements: list[str]) -> Any:
     """INSERT ... ON CONFLICT (index_elements) DO NOTHING, for this connection's backend."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    return insert_ignoring_conflict_on(is_postgres(conn), table, index_elements)
+
+
+def insert_ignoring_conflict_on(postgres: bool, table: Table, index_elements: list[str]) -> Any:
+    """The same, for a statement built once per backend."""
+    return (postgresql.insert(table) if postgres else sqlite.insert(table)).on_conflict_do_nothing(
+        index_elements=index_elements
+    )
 
 
 def is_postgres(conn: Connection) -> bool:

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from weir.models import DagRun, DagVersion
-from weir.server.store._dialect import insert_ignoring_conflict
+from weir.server.store._dialect import insert_ignoring_conflict_on, is_postgres
 from weir.server.store.schema import dag_runs, dag_versions
 from weir.states import RunState, RunType
 
@@ -69,6 +69,20 @@ def _row(r: Any) -> RunRow:
     )
 
 
+def _insert_run_statement(postgres: bool) -> Any:
+    columns = ["run_id", "dag_id", "version_id", "state", "run_type", "logical_date", "conf", "queued_at"]
+    return (
+        insert_ignoring_conflict_on(postgres, dag_runs, ["run_id"])
+        .values({c: bindparam(c, type_=dag_runs.c[c].type) for c in [*columns, "started_at", "unfinished"]})
+        .returning(*_COLUMNS)
+    )
+
+
+# Built once: a trigger runs these in its transaction, and building a statement
+# costs more Python time than Postgres spends running it.
+_INSERT_RUN = {postgres: _insert_run_statement(postgres) for postgres in (True, False)}
+
+
 def insert_run(
     conn: Connection,
     now: datetime,
@@ -83,33 +97,33 @@ def insert_run(
 ) -> RunRow | None:
     """Insert a run, queued, or running at once with `start_with` task instances
     (all unfinished). Returns None, having written nothing, when run_id is taken."""
-    started = {} if start_with is None else {"started_at": now, "unfinished": start_with}
     row = conn.execute(
-        insert_ignoring_conflict(conn, dag_runs, ["run_id"])
-        .values(
-            run_id=run_id,
-            dag_id=dag_id,
-            version_id=version_id,
-            state=RunState.QUEUED if start_with is None else RunState.RUNNING,
-            run_type=run_type,
-            logical_date=logical_date,
-            conf=json.dumps(conf),
-            queued_at=now,
-            **started,
-        )
-        .returning(*_COLUMNS)
+        _INSERT_RUN[is_postgres(conn)],
+        {
+            "run_id": run_id,
+            "dag_id": dag_id,
+            "version_id": version_id,
+            "state": RunState.QUEUED if start_with is None else RunState.RUNNING,
+            "run_type": run_type,
+            "logical_date": logical_date,
+            "conf": json.dumps(conf),
+            "queued_at": now,
+            "started_at": None if start_with is None else now,
+            "unfinished": start_with or 0,
+        },
     ).first()
     return None if row is None else _row(row)
 
 
+_COUNT_ACTIVE = select(
+    func.count().filter(dag_runs.c.state == RunState.RUNNING),
+    func.count().filter(dag_runs.c.state == RunState.QUEUED),
+).where(dag_runs.c.dag_id == bindparam("dag_id"), dag_runs.c.state.in_((RunState.RUNNING, RunState.QUEUED)))
+
+
 def count_active(conn: Connection, dag_id: str) -> tuple[int, int]:
     """(running, queued) runs of a DAG, in one read."""
-    row = conn.execute(
-        select(
-            func.count().filter(dag_runs.c.state == RunState.RUNNING),
-            func.count().filter(dag_runs.c.state == RunState.QUEUED),
-        ).where(dag_runs.c.dag_id == dag_id, dag_runs.c.state.in_((RunState.RUNNING, RunState.QUEUED)))
-    ).one()
+    row = conn.execute(_COUNT_ACTIVE, {"dag_id": dag_id}).one()
     return int(row[0]), int(row[1])
 
 

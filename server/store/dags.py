@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import DagInfo, DagVersion
@@ -173,6 +173,13 @@ class DagForRun:
     version_id: int
 
 
+_LOCK_FOR_RUNS = (
+    select(dags.c.dag_id, dags.c.is_paused, dags.c.latest_version_id)
+    .where(dags.c.dag_id == bindparam("dag_id"))
+    .with_for_update(key_share=True)
+)
+
+
 def lock_for_runs(conn: Connection, dag_id: str) -> DagForRun | None:
     """Lock the DAG row: run starts of one DAG are serialised (max_active_runs).
 
@@ -183,11 +190,7 @@ def lock_for_runs(conn: Connection, dag_id: str) -> DagForRun | None:
     completions each held KEY SHARE and each waited for the other's, a
     deadlock on every few run ends with two report transactions at once.
     """
-    row = conn.execute(
-        select(dags.c.dag_id, dags.c.is_paused, dags.c.latest_version_id)
-        .where(dags.c.dag_id == dag_id)
-        .with_for_update(key_share=True)
-    ).first()
+    row = conn.execute(_LOCK_FOR_RUNS, {"dag_id": dag_id}).first()
     if row is None or row.latest_version_id is None:
         return None
     return DagForRun(row.dag_id, bool(row.is_paused), row.latest_version_id)
