@@ -172,6 +172,13 @@ def count_down(conn: Connection, pk: int, finished: int) -> tuple[int, RunState]
     return row.unfinished, RunState(row.state)
 
 
+_FINISH = (
+    update(dag_runs)
+    .where(dag_runs.c.id == bindparam("b_pk"), dag_runs.c.state.in_(bindparam("b_from", expanding=True)))
+    .values(state=bindparam("b_state"), ended_at=bindparam("b_now"))
+)
+
+
 def finish(
     conn: Connection,
     now: datetime,
@@ -182,9 +189,7 @@ def finish(
 ) -> bool:
     """End a run as success or failed; False when it was not in one of `from_states`."""
     result = conn.execute(
-        update(dag_runs)
-        .where(dag_runs.c.id == pk, dag_runs.c.state.in_([s.value for s in from_states]))
-        .values(state=state, ended_at=now)
+        _FINISH, {"b_pk": pk, "b_from": [s.value for s in from_states], "b_state": state, "b_now": now}
     )
     return result.rowcount == 1
 

@@ -592,16 +592,18 @@ def move(
 # -- results -------------------------------------------------------------------
 
 
+# Built once (hot: every claim of a task that takes upstream results reads them).
+_RESULTS = select(ti.c.run_pk, ti.c.task_id, ti.c.result).where(
+    tuple_(ti.c.run_pk, ti.c.task_id).in_(bindparam("keys", expanding=True)), ti.c.map_index == -1
+)
+
+
 def results(conn: Connection, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Any]:
     """(run_pk, task_id) -> decoded result of unmapped tasks (None when there is none)."""
     wanted = list(set(keys))
     if not wanted:
         return {}
-    rows = conn.execute(
-        select(ti.c.run_pk, ti.c.task_id, ti.c.result).where(
-            tuple_(ti.c.run_pk, ti.c.task_id).in_(wanted), ti.c.map_index == -1
-        )
-    )
+    rows = conn.execute(_RESULTS, {"keys": wanted})
     return {(r.run_pk, r.task_id): None if r.result is None else json.loads(r.result) for r in rows}
 
 
@@ -614,6 +616,9 @@ _RENEW = (
     )
     .values(lease_expires_at=bindparam("b_until"))
 )
+
+
+_ATTEMPTS = select(ti.c.id, ti.c.attempt, ti.c.state).where(ti.c.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,9 +636,7 @@ def renew_leases(
     until = now + lease
     # In id order, the order completions and sweeps lock these rows in.
     conn.execute(_RENEW, [{"b_id": i, "b_attempt": a, "b_until": until} for i, a in sorted(refs)])
-    rows = conn.execute(
-        select(ti.c.id, ti.c.attempt, ti.c.state).where(ti.c.id.in_([i for i, _ in refs]))
-    ).all()
+    rows = conn.execute(_ATTEMPTS, {"ids": [i for i, _ in refs]}).all()
     latest = {r.id: (r.attempt, TaskState(r.state)) for r in rows}
     out = {}
     for i, a in refs:
