@@ -183,6 +183,8 @@ def test_config_show_lists_every_setting() -> None:
     ):
         assert name in result.output
     assert "config file: none" in result.output
+    prefetch = next(line for line in result.output.splitlines() if "WEIR_WORKER_PREFETCH" in line)
+    assert "unset" in prefetch and "None" not in prefetch
 
 
 def test_config_show_reports_sources_and_masks_the_token(

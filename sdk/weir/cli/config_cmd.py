@@ -26,7 +26,8 @@ def show(ctx: click.Context) -> None:
     for column in ("setting", "value", "from", "meaning"):
         table.add_column(column, overflow="fold")
     for name, value, source, description in s.describe():
-        table.add_row(f"WEIR_{name.upper()}", str(value), source, description)
+        # An unset optional setting has a meaning its description gives ("unset: 4 per slot").
+        table.add_row(f"WEIR_{name.upper()}", "unset" if value is None else str(value), source, description)
     console.print(table)
 
 
