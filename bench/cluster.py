@@ -24,7 +24,7 @@ from weir.spec import DagSpec
 from weir.states import RunState
 
 #: DAGs every cluster loads besides the workload's own.
-ALWAYS = ("bench_warmup", "bench_single")
+ALWAYS = ("bench_warmup", "bench_warmup_chain", "bench_single")
 _counter = itertools.count(1)
 
 
@@ -193,8 +193,14 @@ class Cluster:
         return self.wait(self.client.trigger(dag_id).run_id, timeout=timeout)
 
     def warm_up(self) -> None:
-        """One small run first: connections, caches and runner processes are warm when measuring."""
+        """Two small runs first: connections, caches and runner processes are warm when measuring.
+
+        A wide run touches every runner process; a short chain runs each statement of
+        a hop (ending an attempt, counting down, handing the next task over) past the
+        fifth use on the server's connection, when psycopg prepares it.
+        """
         self.run("bench_warmup", timeout=120)
+        self.run("bench_warmup_chain", timeout=120)
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids by role: server, worker (main processes), runner (task processes), postgres."""

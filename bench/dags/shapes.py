@@ -83,8 +83,10 @@ SHAPES: dict[str, tuple[Callable[[str, int], DAG], int]] = {
     "bench_wide_10000": (wide, 10_000),
     # W5 wake-ups, W6 first task, W7 open loop: one task per run
     "bench_single": (wide, 1),
-    # warm-up before measuring: touches every runner process of a worker
+    # warm-up before measuring: touches every runner process of a worker, then
+    # runs every statement of a hop often enough for psycopg to prepare it
     "bench_warmup": (wide, 32),
+    "bench_warmup_chain": (chain, 16),
     # smoke sizes (python -m bench --smoke)
     "bench_chain_5": (chain, 5),
     "bench_fan_10": (fan, 10),
