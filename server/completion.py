@@ -8,11 +8,14 @@ current state and attempt (fencing), records the ended attempts, promotes
 the downstream tasks that became ready (locking those rows) and, last,
 counts the finished tasks off their runs, ending a run that reaches zero.
 Either all of it commits or none of it does, so no failure can leave a task
-finished with its downstream never queued. A worker's report may also claim
+finished with its downstream never queued. (A report of a single success
+skips the read: the UPDATE that ends the attempt is guarded by the attempt and
+the running state, which is the same fence.) A worker's report may also claim
 its next tasks in the same transaction (`report`), after the outcomes are
-applied, so a downstream task they queued can be among them. No step locks a whole run for
-the transaction: completions of one run's tasks proceed side by side and
-meet only on the rows they share.
+applied, so a downstream task they queued can be among them, or be handed
+the one its outcome readied. No step locks a whole run for the transaction:
+completions of one run's tasks proceed side by side and meet only on the
+rows they share.
 """
 
 from __future__ import annotations
