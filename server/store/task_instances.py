@@ -101,6 +101,21 @@ class Claimed:
     queue: str
 
 
+#: What a claim returns, in Claimed's field order.
+_CLAIMED_COLUMNS = (
+    ti.c.id,
+    ti.c.run_pk,
+    ti.c.dag_id,
+    ti.c.task_id,
+    ti.c.map_index,
+    ti.c.attempt,
+    ti.c.try_number,
+    ti.c.max_tries,
+    ti.c.lease_expires_at,
+    ti.c.queue,
+)
+
+
 def _claim_statement(postgres: bool) -> Any:
     candidates = (
         select(ti.c.id)
@@ -127,18 +142,7 @@ def _claim_statement(postgres: bool) -> Any:
             lease_expires_at=bindparam("until"),
             start_deadline=None,
         )
-        .returning(
-            ti.c.id,
-            ti.c.run_pk,
-            ti.c.dag_id,
-            ti.c.task_id,
-            ti.c.map_index,
-            ti.c.attempt,
-            ti.c.try_number,
-            ti.c.max_tries,
-            ti.c.lease_expires_at,
-            ti.c.queue,
-        )
+        .returning(*_CLAIMED_COLUMNS)
     )
 
 
@@ -157,7 +161,7 @@ def claim(
     """
     params = {"queues": list(queues), "now": now, "limit": limit, "worker_id": worker_id}
     rows = conn.execute(_CLAIM[is_postgres(conn)], {**params, "until": now + lease})
-    return [Claimed(*r) for r in rows]
+    return [Claimed(*r) for r in rows]  # rows of _CLAIMED_COLUMNS, in field order
 
 
 # -- reading attempts that are being reported ------------------------------------
@@ -203,23 +207,14 @@ def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict
     if not wanted:
         return {}
     query = _CURRENT_LOCKED if lock else _CURRENT
-    return {
-        r.id: Current(
-            r.id,
-            r.run_pk,
-            r.task_id,
-            r.queue,
-            TaskState(r.state),
-            r.attempt,
-            r.try_number,
-            r.max_tries,
-            r.worker_id,
-            r.started_at,
-            r.lease_expires_at,
-            r.start_deadline,
-        )
-        for r in conn.execute(query, {"ids": wanted})
-    }
+    return {r.id: _current(r) for r in conn.execute(query, {"ids": wanted})}
+
+
+def _current(r: Any, state: TaskState | None = None) -> Current:
+    """A row of _CURRENT_COLUMNS; `state` stands in for the row's."""
+    values = {c.name: getattr(r, c.name) for c in _CURRENT_COLUMNS}
+    values["state"] = state or TaskState(r.state)
+    return Current(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,18 +340,7 @@ def end_running(conn: Connection, now: datetime, end: AttemptEnd) -> Current | N
     row = conn.execute(_END_ONE[postgres], _end_params(now, end)).first()
     if row is None:
         return None
-    was = Current(
-        row.id,
-        row.run_pk,
-        row.task_id,
-        row.queue,
-        TaskState.RUNNING,
-        row.attempt,
-        row.try_number,
-        row.max_tries,
-        row.worker_id,
-        row.started_at,
-    )
+    was = _current(row, TaskState.RUNNING)  # the row as the end left it: it was running
     if not postgres:
         conn.execute(insert(task_attempts), _attempt_row(now, end, was))
     return was
@@ -402,21 +386,9 @@ class AtZero(Enum):
     START = "start"  # ... and start it at once on the worker given (a report's claim)
 
 
-_COUNTED_COLUMNS = (
-    ti.c.task_id,
-    ti.c.state,
-    ti.c.pending_upstream,
-    ti.c.queue,
-    # a task started here comes back as a claim would return it
-    ti.c.id,
-    ti.c.run_pk,
-    ti.c.dag_id,
-    ti.c.map_index,
-    ti.c.attempt,
-    ti.c.try_number,
-    ti.c.max_tries,
-    ti.c.lease_expires_at,
-)
+#: A count-down returns the state and count it left, and (for a task it started)
+#: what a claim returns.
+_COUNTED_COLUMNS = (ti.c.state, ti.c.pending_upstream, *_CLAIMED_COLUMNS)
 
 
 def _count_down_statement(at_zero: AtZero) -> Any:
@@ -540,18 +512,7 @@ def count_down_upstream(
             queued = at_zero is AtZero.QUEUE and state is TaskState.QUEUED and at_last
             started = None
             if at_zero is AtZero.START and state is TaskState.RUNNING and at_last:
-                started = Claimed(
-                    r.id,
-                    r.run_pk,
-                    r.dag_id,
-                    r.task_id,
-                    r.map_index,
-                    r.attempt,
-                    r.try_number,
-                    r.max_tries,
-                    r.lease_expires_at,
-                    r.queue,
-                )
+                started = Claimed(*(getattr(r, c.name) for c in _CLAIMED_COLUMNS))
             out[r.task_id] = Counted(state, r.pending_upstream, r.queue, queued, started)
     return out
 

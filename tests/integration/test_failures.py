@@ -22,6 +22,10 @@ def expire(plane: Plane) -> completion.Completion:
     return plane.db.write_sync(completion.expire_leases, plane.clock.now(), plane.catalog)
 
 
+def time_out_waiting(plane: Plane) -> completion.Completion:
+    return plane.db.write_sync(completion.time_out_waiting, plane.clock.now(), plane.catalog)
+
+
 def heartbeat(plane: Plane, *refs: tuple[int, int]) -> dict[tuple[int, int], Directive]:
     statuses = plane.db.write_sync(
         leases.heartbeat, plane.clock.now(), worker_id="w1", running=refs, lease=LEASE
@@ -98,14 +102,10 @@ def test_a_task_queued_past_its_start_timeout_fails_with_the_reason(plane: Plane
         )
     )
     run = plane.trigger("d").run
-
-    def sweep() -> completion.Completion:
-        return plane.db.write_sync(completion.time_out_waiting, plane.clock.now(), plane.catalog)
-
     plane.clock.advance(59)
-    assert sweep().ended == 0
+    assert time_out_waiting(plane).ended == 0
     plane.clock.advance(2)
-    assert sweep().ended == 1
+    assert time_out_waiting(plane).ended == 1
     assert states(plane, run.run_id) == {"stuck": TaskState.FAILED, "after": TaskState.UPSTREAM_FAILED}
     stuck = next(t for t in plane.db.read_sync(queries.task_instances, run.run_id, include_results=False))
     assert stuck.error is not None and stuck.error.type == "ScheduleToStartTimeout"
@@ -125,14 +125,10 @@ def test_a_task_its_upstream_queued_gets_its_start_timeout_from_then(plane: Plan
     plane.clock.advance(30)
     [a] = plane.claim()
     assert plane.complete(ok(a)).queued == {"nobody-listens": 1}
-
-    def sweep() -> completion.Completion:
-        return plane.db.write_sync(completion.time_out_waiting, plane.clock.now(), plane.catalog)
-
     plane.clock.advance(59)
-    assert sweep().ended == 0
+    assert time_out_waiting(plane).ended == 0
     plane.clock.advance(2)
-    assert sweep().ended == 1
+    assert time_out_waiting(plane).ended == 1
     assert states(plane, run.run_id) == {"first": TaskState.SUCCESS, "stuck": TaskState.FAILED}
 
 
