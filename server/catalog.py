@@ -1,4 +1,5 @@
-"""Immutable facts cached in memory: compiled DAG versions and run identities.
+"""Immutable facts cached in memory: compiled DAG versions, run identities and
+which run and task each task instance handed to a worker belongs to.
 
 A DAG version never changes once stored, and neither do a run's id, version,
 logical date and conf; so the hot paths (claim, completion) read them from
@@ -100,9 +101,11 @@ class _Lru(Generic[K, V]):
 
 
 class Catalog:
-    def __init__(self, *, dag_versions: int = 512, runs: int = 20_000) -> None:
+    def __init__(self, *, dag_versions: int = 512, runs: int = 20_000, tasks: int = 20_000) -> None:
         self._dags: _Lru[int, CompiledDag] = _Lru(dag_versions)
         self._runs: _Lru[int, RunInfo] = _Lru(runs)
+        #: task instance id -> (run pk, task id), of instances this server handed out
+        self._tasks: _Lru[int, tuple[int, str]] = _Lru(tasks)
 
     def dag(self, conn: Connection, version_id: int) -> CompiledDag:
         compiled = self._dags.get(version_id)
@@ -145,6 +148,15 @@ class Catalog:
             logical_date=row.logical_date,
             params={**spec.params, **row.conf},
         )
+
+    def handed_out(self, instances: Iterable[tuple[int, int, str]]) -> None:
+        """Note (task instance id, run pk, task id) of instances given to workers."""
+        for ti_id, run_pk, task_id in instances:
+            self._tasks.put(ti_id, (run_pk, task_id))
+
+    def task_of(self, ti_id: int) -> tuple[int, str] | None:
+        """(run pk, task id) of a task instance this server handed out, if it remembers."""
+        return self._tasks.get(ti_id)
 
     def remember(self, infos: Iterable[RunInfo]) -> None:
         """Cache runs a transaction created, once it has committed (their first claim reads none)."""

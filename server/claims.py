@@ -64,6 +64,7 @@ def assign(conn: Connection, catalog: Catalog, claimed: Sequence[tis.Claimed]) -
     if not claimed:
         return Taken()
     runs = catalog.runs(conn, {c.run_pk for c in claimed})
+    catalog.handed_out((c.id, c.run_pk, c.task_id) for c in claimed)
     wanted: set[tuple[int, str]] = set()
     for c in claimed:
         dag = catalog.dag(conn, runs[c.run_pk].version_id)

@@ -112,9 +112,37 @@ def promote(
     chain's next task, a fan-in's join) starts on that worker if it does.
     """
     result = Promotion(final=dict(changed))
-    frontier = dict(changed)
-    # Final states written in this transaction need no read (a chain's hop reads none).
-    known = result.final
+    _promote_from(conn, now, dag, run_pk, dict(changed), result, hand_off)
+    return result
+
+
+def promoted_by_hop(
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    task_id: str,
+    counted: Mapping[str, tis.Counted],
+) -> Promotion:
+    """`promote` for a success whose downstream count-down tis.hop made (`counted`):
+    the rest of it, which is nothing unless the count left a task to judge."""
+    result = Promotion(final={task_id: TaskState.SUCCESS})
+    frontier = _after_count(conn, now, dag, run_pk, {task_id: TaskState.SUCCESS}, counted, result)
+    _promote_from(conn, now, dag, run_pk, frontier, result)
+    return result
+
+
+def _promote_from(
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    frontier: dict[str, TaskState],
+    result: Promotion,
+    hand_off: HandOff | None = None,
+) -> None:
+    """Count `frontier`'s finishes off their downstream tasks and judge those that
+    may be decided, step by step while judging finishes tasks."""
     while frontier:
         # How many of each downstream task's upstream tasks finished in this step.
         finishes: Counter[str] = Counter()
@@ -137,47 +165,79 @@ def promote(
                 start = tis.StartOn(ready, hand_off.worker_id, hand_off.lease_until)
         hand_off = None  # later steps only finish tasks (upstream_failed, skipped)
         counted = tis.count_down_upstream(conn, now, run_pk, finishes, queue_at_zero, start)
-        result.queued.update(c.queue for c in counted.values() if c.queued)
-        result.started.extend(c.started for c in counted.values() if c.started is not None)
-        to_judge = [
-            d
-            for d, (state, pending, *_) in counted.items()
-            if state is TaskState.NONE
-            and (
-                pending is None
-                or pending <= 0
-                or any(
-                    may_decide_early(dag.tasks[d].trigger_rule, frontier[u])
-                    for u in dag.upstream[d]
-                    if u in frontier
-                )
+        frontier = _after_count(conn, now, dag, run_pk, frontier, counted, result)
+
+
+def _after_count(
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    frontier: Mapping[str, TaskState],
+    counted: Mapping[str, tis.Counted],
+    result: Promotion,
+) -> dict[str, TaskState]:
+    """Note what a count-down of `frontier`'s finishes queued or started, and judge
+    the tasks it may have decided. Returns the tasks judging finished (the next step)."""
+    result.queued.update(c.queue for c in counted.values() if c.queued)
+    result.started.extend(c.started for c in counted.values() if c.started is not None)
+    to_judge = [
+        d
+        for d, (state, pending, *_) in counted.items()
+        if state is TaskState.NONE
+        and (
+            pending is None
+            or pending <= 0
+            or any(
+                may_decide_early(dag.tasks[d].trigger_rule, frontier[u])
+                for u in dag.upstream[d]
+                if u in frontier
             )
-        ]
-        if not to_judge:
-            break
-        unknown = {u for d in to_judge for u in dag.upstream[d]} - known.keys()
-        states = {**known, **tis.states(conn, run_pk, unknown)} if unknown else known
-        by_decision: dict[Decision, list[str]] = {}
-        for d in to_judge:
-            decision = decide(dag.tasks[d].trigger_rule, [states[u] for u in dag.upstream[d]])
-            if decision is not Decision.WAIT:
-                by_decision.setdefault(decision, []).append(d)
-        frontier = {}
-        for decision, task_ids in by_decision.items():
-            to = _DECISION_STATE[decision]
-            deadlines = (
-                {t: tis.start_deadline(now, dag.tasks[t]) for t in task_ids}
-                if decision is Decision.RUN
-                else None
-            )
-            moved = tis.move(conn, now, run_pk, task_ids, to, deadlines)
-            if decision is Decision.RUN:
-                result.queued.update(queue for _, queue in moved)
-            else:
-                result.finished += len(moved)
-                frontier.update((task_id, to) for task_id, _ in moved)
-                known.update((task_id, to) for task_id, _ in moved)
-    return result
+        )
+    ]
+    if not to_judge:
+        return {}
+    known = result.final  # final states written in this transaction need no read
+    unknown = {u for d in to_judge for u in dag.upstream[d]} - known.keys()
+    states = {**known, **tis.states(conn, run_pk, unknown)} if unknown else known
+    by_decision: dict[Decision, list[str]] = {}
+    for d in to_judge:
+        decision = decide(dag.tasks[d].trigger_rule, [states[u] for u in dag.upstream[d]])
+        if decision is not Decision.WAIT:
+            by_decision.setdefault(decision, []).append(d)
+    finished: dict[str, TaskState] = {}
+    for decision, task_ids in by_decision.items():
+        to = _DECISION_STATE[decision]
+        deadlines = (
+            {t: tis.start_deadline(now, dag.tasks[t]) for t in task_ids} if decision is Decision.RUN else None
+        )
+        moved = tis.move(conn, now, run_pk, task_ids, to, deadlines)
+        if decision is Decision.RUN:
+            result.queued.update(queue for _, queue in moved)
+        else:
+            result.finished += len(moved)
+            finished.update((task_id, to) for task_id, _ in moved)
+            known.update((task_id, to) for task_id, _ in moved)
+    return finished
+
+
+def hop_plan(now: datetime, dag: CompiledDag, task_id: str, hand_off: HandOff | None) -> tis.HopPlan | None:
+    """What a success of `task_id` does, if one count-down does all of it (see
+    tis.hop): it has at most one downstream task, whose rule runs it when its last
+    upstream task succeeds (queued at zero, or started on the worker handed off).
+    None when promotion has more to judge: `promote` then does it."""
+    downstream = set(dag.downstream[task_id])
+    if not downstream:
+        return tis.HopPlan()
+    if len(downstream) > 1:
+        return None
+    [ready] = downstream
+    task = dag.tasks[ready]
+    if task.trigger_rule not in RUN_ON_LAST_SUCCESS:
+        return None
+    if hand_off is not None and task.queue in hand_off.queues:
+        return tis.HopPlan(ready, start=tis.StartOn(ready, hand_off.worker_id, hand_off.lease_until))
+    return tis.HopPlan(ready, deadline=tis.start_deadline(now, task))
 
 
 def count_down_run(
@@ -196,6 +256,20 @@ def count_down_run(
     ended in, or None.
     """
     left, state = dag_runs.count_down(conn, run_pk, finished)
+    return end_run_if_done(conn, now, dag, run_pk, left, state, known)
+
+
+def end_run_if_done(
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    left: int,
+    state: RunState,
+    known: Mapping[str, TaskState] | None = None,
+) -> RunState | None:
+    """After a run count-down left `left` in a run in `state`: end the run if that
+    was its last task, by its leaves. Returns the state it ended in, or None."""
     if left > 0 or state is not RunState.RUNNING:
         return None
     known = known or {}

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, case, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, func, insert, select, true, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import TaskError, TaskInstance
 from weir.server.store._dialect import is_postgres
-from weir.server.store.schema import task_attempts, task_instances
+from weir.server.store.schema import dag_runs, task_attempts, task_instances
 from weir.spec import TaskSpec
 from weir.states import UNFINISHED_TASK_STATES, TaskState
 
@@ -264,7 +264,14 @@ def _end_and_record(*, returning: bool) -> Any:
     """Postgres: end running attempts and record them in one statement; the UPDATE
     returns the columns it leaves as they were. (SQLite cannot put an UPDATE in a WITH.)"""
     ended = _END.returning(*_CURRENT_COLUMNS).cte("ended")
-    record = insert(task_attempts).from_select(
+    record = _record(ended)
+    # With the ended rows returned, the INSERT goes in the WITH too.
+    return select(ended).add_cte(record.cte("recorded")) if returning else record
+
+
+def _record(ended: Any) -> Any:
+    """INSERT the attempts that `ended` (a CTE of _END returning _CURRENT_COLUMNS) ended."""
+    return insert(task_attempts).from_select(
         ["ti_id", "attempt", "try_number", "worker_id", "started_at", "ended_at", "outcome", "error"],
         select(
             ended.c.id,
@@ -277,8 +284,6 @@ def _end_and_record(*, returning: bool) -> Any:
             bindparam("b_error", type_=task_attempts.c.error.type),
         ),
     )
-    # With the ended rows returned, the INSERT goes in the WITH too.
-    return select(ended).add_cte(record.cte("recorded")) if returning else record
 
 
 _END_AND_RECORD = _end_and_record(returning=False)
@@ -391,12 +396,17 @@ class AtZero(Enum):
 _COUNTED_COLUMNS = (ti.c.state, ti.c.pending_upstream, *_CLAIMED_COLUMNS)
 
 
-def _count_down_statement(at_zero: AtZero) -> Any:
-    stmt = update(ti).where(
-        ti.c.run_pk == bindparam("b_run_pk"),
-        ti.c.task_id.in_(bindparam("b_task_ids", expanding=True)),
-        ti.c.map_index == -1,
-    )
+def _count_down_statement(at_zero: AtZero, *, of_run: Any = None) -> Any:
+    """The count-down UPDATE; `of_run` (a scalar subquery) names the run and one
+    task (b_task_id) instead of b_run_pk and b_task_ids, for the hop statement."""
+    if of_run is None:
+        which = [
+            ti.c.run_pk == bindparam("b_run_pk"),
+            ti.c.task_id.in_(bindparam("b_task_ids", expanding=True)),
+        ]
+    else:
+        which = [ti.c.run_pk == of_run, ti.c.task_id == bindparam("b_task_id")]
+    stmt = update(ti).where(*which, ti.c.map_index == -1)
     left = ti.c.pending_upstream - bindparam("b_finished")
     values: dict[str, Any] = {"pending_upstream": left}
     if at_zero is not AtZero.NOTHING:
@@ -506,15 +516,108 @@ def count_down_upstream(
             assert start is not None
             params.update(b_now=now, b_worker_id=start.worker_id, b_until=start.lease_until)
         for r in conn.execute(_COUNT_DOWN_UPSTREAM[at_zero], params):
-            state = TaskState(r.state)
-            # Moved here: nothing queues or starts such a task before its count reaches zero.
-            at_last = (r.pending_upstream or 0) <= 0
-            queued = at_zero is AtZero.QUEUE and state is TaskState.QUEUED and at_last
-            started = None
-            if at_zero is AtZero.START and state is TaskState.RUNNING and at_last:
-                started = Claimed(*(getattr(r, c.name) for c in _CLAIMED_COLUMNS))
-            out[r.task_id] = Counted(state, r.pending_upstream, r.queue, queued, started)
+            out[r.task_id] = _counted(r._mapping, at_zero)
     return out
+
+
+def _counted(r: Mapping[Any, Any], at_zero: AtZero, prefix: str = "") -> Counted:
+    """A row of _COUNTED_COLUMNS (their names prefixed with `prefix`) as Counted."""
+    state = TaskState(r[prefix + "state"])
+    pending = r[prefix + "pending_upstream"]
+    # Moved here: nothing queues or starts such a task before its count reaches zero.
+    at_last = (pending or 0) <= 0
+    queued = at_zero is AtZero.QUEUE and state is TaskState.QUEUED and at_last
+    started = None
+    if at_zero is AtZero.START and state is TaskState.RUNNING and at_last:
+        started = Claimed(*(r[prefix + c.name] for c in _CLAIMED_COLUMNS))
+    return Counted(state, pending, r[prefix + "queue"], queued, started)
+
+
+# -- the hop: one statement (Postgres) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HopPlan:
+    """What a success of one task does, when one statement can do all of it: count
+    off its one downstream task (`task_id`, None for a leaf) and queue it at zero,
+    or start it there (`start`); then count the task off its run."""
+
+    task_id: str | None = None
+    deadline: datetime | None = None  # of the downstream task, if queued
+    start: StartOn | None = None
+
+
+class Hopped(NamedTuple):
+    """What the hop statement did: the attempt's row as it was, the downstream task
+    counted (None for a leaf) and what the run count-down left (count, run state)."""
+
+    was: Current
+    counted: Counted | None
+    run_left: int
+    run_state: str
+
+
+def _hop_statement(at_zero: AtZero | None) -> Any:
+    """End one running attempt, record it, count its downstream task down (queueing
+    or starting it at zero) and count it off its run, in one statement.
+
+    Each step reads the one before through a subquery (the run through the ended
+    row, the run count-down after the downstream count), which fixes the order
+    in which rows are locked to the usual one: the attempt's row, its downstream
+    task's, then the run's. An attempt not running (stale, replayed), or not of
+    the run and task the caller named, ends nothing and so touches nothing.
+    """
+    # The caller named the attempt's run and task (from memory): the guard checks it.
+    guarded = _END.where(ti.c.run_pk == bindparam("b_run_pk"), ti.c.task_id == bindparam("b_ended_task_id"))
+    ended = guarded.returning(*_CURRENT_COLUMNS).cte("ended")
+    of_run = select(ended.c.run_pk).scalar_subquery()
+    parts: list[Any] = [_record(ended).cte("recorded")]
+    run_after: list[Any] = []
+    joined: Any = ended
+    columns: list[Any] = list(ended.c)
+    if at_zero is not None:
+        counted = _count_down_statement(at_zero, of_run=of_run).cte("counted")
+        parts.append(counted)
+        # Evaluated before the run's row is read: the count-down takes its locks first.
+        run_after.append(select(func.count()).select_from(counted).scalar_subquery() >= 0)
+        joined = joined.outerjoin(counted, true())
+        columns += [c.label("c_" + c.name) for c in counted.c]
+    run = (
+        update(dag_runs)
+        .where(dag_runs.c.id == of_run, *run_after)
+        .values(unfinished=dag_runs.c.unfinished - 1)
+        .returning(dag_runs.c.unfinished.label("run_left"), dag_runs.c.state.label("run_state"))
+        .cte("run")
+    )
+    joined = joined.join(run, true())
+    return select(*columns, run.c.run_left, run.c.run_state).select_from(joined).add_cte(*parts, run)
+
+
+_HOP = {at_zero: _hop_statement(at_zero) for at_zero in (None, AtZero.QUEUE, AtZero.START)}
+
+
+def hop(
+    conn: Connection, now: datetime, end: AttemptEnd, run_pk: int, task_id: str, plan: HopPlan
+) -> Hopped | None:
+    """End a running attempt of `task_id` in run `run_pk` as a success and do what
+    `plan` says, in one statement (Postgres only). None when that attempt was not
+    running, or is not of that run and task: nothing was written."""
+    params = {**_end_params(now, end), "b_run_pk": run_pk, "b_ended_task_id": task_id}
+    at_zero = None
+    if plan.task_id is not None:
+        params.update(b_task_id=plan.task_id, b_finished=1, b_now=now)
+        if plan.start is not None:
+            at_zero = AtZero.START
+            params.update(b_worker_id=plan.start.worker_id, b_until=plan.start.lease_until)
+        else:
+            at_zero = AtZero.QUEUE
+            params.update(b_deadline=plan.deadline)
+    row = conn.execute(_HOP[at_zero], params).first()
+    if row is None:
+        return None
+    r = row._mapping
+    counted = _counted(r, at_zero, prefix="c_") if at_zero is not None and r["c_state"] is not None else None
+    return Hopped(_current(row, TaskState.RUNNING), counted, r["run_left"], r["run_state"])
 
 
 def move(

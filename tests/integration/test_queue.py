@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 
 from tests.helpers import chain, dag_spec, fan_in, py, wide
 from tests.integration.store_fixtures import Plane, complete_from_replicas, failed, ok
@@ -132,7 +132,9 @@ def test_a_failure_between_completion_and_enqueue_leaves_no_half_state(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected: database went away after the task was marked done")
 
+    # Both ways a success promotes: in general, and after the hop statement (Postgres).
     monkeypatch.setattr("weir.server.completion.promote", explode)
+    monkeypatch.setattr("weir.server.completion.promoted_by_hop", explode)
     with pytest.raises(RuntimeError, match="injected"):
         plane.complete(ok(a, b"42"))
     # Nothing of the completion survived: t0 still running on the same attempt, t1 waiting.
@@ -373,6 +375,69 @@ def test_a_report_on_queues_known_empty_is_handed_the_task_its_outcome_readies(p
     # It runs and reports like any claimed task.
     assert plane.acks(ok(t1))[0].status is AckStatus.ACCEPTED
     assert _row(plane, "t2").state == TaskState.QUEUED
+
+
+def _statements(plane: Plane) -> list[str]:
+    """SQL statements the plane's engine runs from now on (BEGIN and COMMIT are not statements)."""
+    seen: list[str] = []
+    event.listen(plane.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+def test_a_hop_on_postgres_is_one_statement(plane: Plane) -> None:
+    if plane.db.is_sqlite:
+        pytest.skip("the hop statement puts UPDATEs in a WITH, which SQLite cannot do")
+    plane.register(chain("c", 3))
+    run = plane.trigger("c").run
+    [t0] = plane.claim(1)
+    seen = _statements(plane)
+    # Ends t0, records its attempt, queues t1, counts t0 off the run.
+    assert plane.acks(ok(t0))[0].status is AckStatus.ACCEPTED
+    assert len(seen) == 1
+    assert states(plane, run.run_id) == {
+        "t0": TaskState.SUCCESS,
+        "t1": TaskState.QUEUED,
+        "t2": TaskState.NONE,
+    }
+    [t1] = plane.claim(1)
+    seen.clear()
+    # ... and with a hand-off, also starts t2 on the reporting worker.
+    done = plane.report(Report([ok(t1)], ClaimRequest("w1", ["default"], 1), only_if_queued=True))
+    assert [t.task_id for t in done.claimed[0]] == ["t2"] and len(seen) == 1
+    [t2] = done.claimed[0]
+    seen.clear()
+    # The last task ends the run: the run's end takes its own statements.
+    assert plane.complete(ok(t2)).finished_runs == [(run.run_id, RunState.SUCCESS)]
+    assert attempts(plane) == 3
+    assert _row(plane, "t2").state == TaskState.SUCCESS
+
+
+def test_a_wrong_memory_of_which_task_an_instance_is_changes_nothing(plane: Plane) -> None:
+    plane.register(chain("c", 2))
+    run = plane.trigger("c").run
+    [t0] = plane.claim(1)
+    # The server remembers instances it handed out; were that memory wrong, the
+    # statement's guard refuses it and the report takes the general path.
+    plane.catalog.handed_out([(t0.task_instance_id, _row(plane, "t0").run_pk, "t1")])
+    assert plane.acks(ok(t0))[0].status is AckStatus.ACCEPTED
+    assert states(plane, run.run_id) == {"t0": TaskState.SUCCESS, "t1": TaskState.QUEUED}
+    assert attempts(plane) == 1
+
+
+def test_a_task_without_an_upstream_count_is_judged_when_its_upstream_succeeds(plane: Plane) -> None:
+    # Runs in flight across migration 0004 have no pending_upstream: promotion reads states.
+    plane.register(chain("c", 3))
+    run = plane.trigger("c").run
+    plane.db.write_sync(lambda c: c.execute(update(task_instances).values(pending_upstream=None)))
+    [t0] = plane.claim(1)
+    assert plane.acks(ok(t0))[0].status is AckStatus.ACCEPTED
+    assert states(plane, run.run_id)["t1"] is TaskState.QUEUED
+    [t1] = plane.claim(1)
+    # Judged and queued, not handed off: the report's claim takes it from the queue.
+    done = plane.report(Report([ok(t1)], ClaimRequest("w1", ["default"], 1), only_if_queued=True))
+    [t2] = done.claimed[0]
+    assert t2.task_id == "t2" and not done.applied.started
+    assert plane.complete(ok(t2)).finished_runs == [(run.run_id, RunState.SUCCESS)]
 
 
 def test_a_hand_off_leaves_work_queued_meanwhile_to_the_polls_it_woke(plane: Plane) -> None:
