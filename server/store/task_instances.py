@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, case, func, insert, select, true, tuple_, update
+from sqlalchemy import and_, bindparam, case, func, insert, literal_column, select, true, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import TaskError, TaskInstance
@@ -26,6 +26,7 @@ from weir.states import UNFINISHED_TASK_STATES, TaskState
 
 ti = task_instances
 CLAIMABLE = (TaskState.QUEUED.value, TaskState.UP_FOR_RETRY.value)
+_NONE: Any = literal_column(f"'{TaskState.NONE.value}'")
 
 
 # -- creation -----------------------------------------------------------------
@@ -412,7 +413,9 @@ def _count_down_statement(at_zero: AtZero, *, of_run: Any = None) -> Any:
     if at_zero is not AtZero.NOTHING:
         # SET expressions read the row as it was: the task moves here only if it
         # was still waiting and this count is its last.
-        ready = and_(ti.c.state == TaskState.NONE.value, left <= 0)
+        # (Written short: the hop statement repeats it per column, and psycopg
+        # caches the parsing of statements up to 4 KiB only.)
+        ready = and_(ti.c.state == _NONE, ti.c.pending_upstream <= bindparam("b_finished"))
         now = bindparam("b_now", type_=ti.c.queued_at.type)  # typed: SQLite stores times as text
 
         def when_ready(value: Any, column: Any) -> Any:
@@ -520,17 +523,17 @@ def count_down_upstream(
     return out
 
 
-def _counted(r: Mapping[Any, Any], at_zero: AtZero, prefix: str = "") -> Counted:
-    """A row of _COUNTED_COLUMNS (their names prefixed with `prefix`) as Counted."""
-    state = TaskState(r[prefix + "state"])
-    pending = r[prefix + "pending_upstream"]
+def _counted(r: Mapping[Any, Any], at_zero: AtZero) -> Counted:
+    """A row of _COUNTED_COLUMNS as Counted."""
+    state = TaskState(r["state"])
+    pending = r["pending_upstream"]
     # Moved here: nothing queues or starts such a task before its count reaches zero.
     at_last = (pending or 0) <= 0
     queued = at_zero is AtZero.QUEUE and state is TaskState.QUEUED and at_last
     started = None
     if at_zero is AtZero.START and state is TaskState.RUNNING and at_last:
-        started = Claimed(*(r[prefix + c.name] for c in _CLAIMED_COLUMNS))
-    return Counted(state, pending, r[prefix + "queue"], queued, started)
+        started = Claimed(*(r[c.name] for c in _CLAIMED_COLUMNS))
+    return Counted(state, pending, r["queue"], queued, started)
 
 
 # -- the hop: one statement (Postgres) -------------------------------------------
@@ -548,10 +551,9 @@ class HopPlan:
 
 
 class Hopped(NamedTuple):
-    """What the hop statement did: the attempt's row as it was, the downstream task
-    counted (None for a leaf) and what the run count-down left (count, run state)."""
+    """What the hop statement did: the downstream task counted (None for a leaf)
+    and what the run count-down left (count, run state)."""
 
-    was: Current
     counted: Counted | None
     run_left: int
     run_state: str
@@ -569,19 +571,21 @@ def _hop_statement(at_zero: AtZero | None) -> Any:
     """
     # The caller named the attempt's run and task (from memory): the guard checks it.
     guarded = _END.where(ti.c.run_pk == bindparam("b_run_pk"), ti.c.task_id == bindparam("b_ended_task_id"))
-    ended = guarded.returning(*_CURRENT_COLUMNS).cte("ended")
+    # Only what recording the attempt needs, and the run (the statement is kept short).
+    recorded_from = (ti.c.id, ti.c.run_pk, ti.c.attempt, ti.c.try_number, ti.c.worker_id, ti.c.started_at)
+    ended = guarded.returning(*recorded_from).cte("ended")
     of_run = select(ended.c.run_pk).scalar_subquery()
     parts: list[Any] = [_record(ended).cte("recorded")]
     run_after: list[Any] = []
     joined: Any = ended
-    columns: list[Any] = list(ended.c)
+    columns: list[Any] = []
     if at_zero is not None:
         counted = _count_down_statement(at_zero, of_run=of_run).cte("counted")
         parts.append(counted)
         # Evaluated before the run's row is read: the count-down takes its locks first.
         run_after.append(select(func.count()).select_from(counted).scalar_subquery() >= 0)
         joined = joined.outerjoin(counted, true())
-        columns += [c.label("c_" + c.name) for c in counted.c]
+        columns = list(counted.c)
     run = (
         update(dag_runs)
         .where(dag_runs.c.id == of_run, *run_after)
@@ -616,8 +620,8 @@ def hop(
     if row is None:
         return None
     r = row._mapping
-    counted = _counted(r, at_zero, prefix="c_") if at_zero is not None and r["c_state"] is not None else None
-    return Hopped(_current(row, TaskState.RUNNING), counted, r["run_left"], r["run_state"])
+    counted = _counted(r, at_zero) if at_zero is not None and r["state"] is not None else None
+    return Hopped(counted, r["run_left"], r["run_state"])
 
 
 def move(
