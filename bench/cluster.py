@@ -195,12 +195,15 @@ class Cluster:
     def warm_up(self) -> None:
         """Two small runs first: connections, caches and runner processes are warm when measuring.
 
-        A wide run touches every runner process; a short chain runs each statement of
-        a hop (ending an attempt, counting down, handing the next task over) past the
-        fifth use on the server's connection, when psycopg prepares it.
+        A wide run touches every runner process; a short chain runs the statement of
+        a hop past its fifth use on the server's connection, when psycopg prepares
+        it. Then the tables are analysed, as autovacuum would have done on a database
+        in use (a fresh one has no statistics, and its first plans are guesses).
         """
         self.run("bench_warmup", timeout=120)
         self.run("bench_warmup_chain", timeout=120)
+        if self.db.is_postgres:
+            self.db.execute("ANALYZE")
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids by role: server, worker (main processes), runner (task processes), postgres."""

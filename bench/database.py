@@ -31,17 +31,6 @@ from weir.server.store.schema import dag_runs, task_instances
 
 ti, dr = task_instances, dag_runs
 
-# Works around a claim bug (see bench/RESULTS.md): once task_instances has been
-# analysed while few rows were claimable, Postgres plans the claim's
-# `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested-loop semi-join
-# that re-runs the subquery per row, and one poll claims every queued task.
-# Statistics are therefore only gathered when a workload says so (ANALYZE);
-# autovacuum still vacuums.
-NO_AUTO_ANALYZE = (
-    "ALTER TABLE task_instances SET (autovacuum_analyze_threshold = 2147483647, "
-    "autovacuum_analyze_scale_factor = 100)"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class TaskTimes:
@@ -233,8 +222,6 @@ class Databases:
                 self._admin(f'CREATE DATABASE "{name}"')
                 self._template = name
                 self._upgrade(_with_database(self.env.pg_admin, name))
-                with pg_connect(self.env.pg_admin, name) as conn:
-                    conn.execute(NO_AUTO_ANALYZE)
             else:
                 path = self.env.workdir / "template.db"
                 self._template = str(path)

@@ -74,7 +74,7 @@ def load_history(db: BenchDb, dag_id: str, *, runs: int, tasks: int) -> None:
 def burn_down(c: Cluster, dag_id: str, runs: int, *, timeout: float) -> tuple[float, float]:
     """Queue `runs` runs of `dag_id`, then start the workers; (overall, steady) tasks/s."""
     run_ids = [c.client.trigger(dag_id).run_id for _ in range(runs)]
-    # Statistics that see the queue (see NO_AUTO_ANALYZE in bench/database.py).
+    # Statistics that see the queue (autovacuum would gather them within its minute).
     c.db.execute("ANALYZE")
     # Start all workers at once, then check each came up (they drain the queue meanwhile).
     c.wait_workers(c.start_workers(WORKERS, wait=False))

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, case, func, insert, literal_column, select, true, tuple_, update
+from sqlalchemy import and_, any_, bindparam, case, func, insert, literal_column, select, true, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Row
 
 from weir.models import TaskError, TaskInstance
@@ -129,10 +130,22 @@ def _claim_statement(postgres: bool) -> Any:
         .limit(bindparam("limit"))
     )
     if postgres:
-        candidates = candidates.with_for_update(skip_locked=True)
+        # Picked and locked once, as an array (an InitPlan), then updated by
+        # primary key alone: locking re-checks a row's state on its latest
+        # version, so every row picked is claimable and stays so. As `id IN
+        # (subquery)`, Postgres may plan a nested-loop semi-join that re-runs the
+        # subquery for every claimable row, each run skipping the rows the
+        # statement already updated: a claim of 1 took every queued task once
+        # task_instances had been analysed while few rows were claimable (a test
+        # reproduces it); with the state test here too, it may scan every
+        # claimable row per claim through the partial index.
+        locked = candidates.with_for_update(skip_locked=True).scalar_subquery()
+        chosen = [ti.c.id == any_(func.array(locked, type_=postgresql.ARRAY(ti.c.id.type)))]
+    else:  # one writer at a time
+        chosen = [ti.c.id.in_(candidates.scalar_subquery()), ti.c.state.in_(CLAIMABLE)]
     return (
         update(ti)
-        .where(ti.c.id.in_(candidates.scalar_subquery()), ti.c.state.in_(CLAIMABLE))
+        .where(*chosen)
         .values(
             state=TaskState.RUNNING,
             attempt=ti.c.attempt + 1,

@@ -69,6 +69,24 @@ def test_concurrent_claimers_take_each_task_exactly_once(plane: Plane, db_url: s
     assert len(set(claimed)) == 1000
 
 
+def test_a_claim_takes_no_more_than_asked_whatever_the_statistics(plane: Plane) -> None:
+    # Statistics gathered while nothing was claimable (the steady state of a busy
+    # queue) once made Postgres re-run the claim's subquery per claimable row:
+    # a claim of 1 took every queued task.
+    plane.register(wide("w", 500))
+    for _ in range(6):
+        plane.trigger("w")
+    ti = task_instances
+    plane.db.write_sync(lambda c: c.execute(update(ti).values(state=TaskState.SUCCESS)))
+    if not plane.db.is_sqlite:
+        with plane.db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE task_instances")
+            conn.commit()
+    plane.db.write_sync(lambda c: c.execute(update(ti).where(ti.c.id <= 1000).values(state=TaskState.QUEUED)))
+    assert [len(plane.claim(n)) for n in (1, 1, 3)] == [1, 1, 3]
+    assert len(plane.claim(2000)) == 995
+
+
 def test_claim_orders_by_priority_and_respects_queues_and_slots(plane: Plane) -> None:
     plane.register(
         dag_spec(
