@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         facts = machine.describe(env)
         results = Harness(env).run(workloads, runs)
+        facts = dataclasses.replace(facts, probe_ms=(facts.probe_ms[0], machine.cpu_probe_ms()))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,23 @@ PG_SETTINGS = (
 )
 
 
+def cpu_probe_ms(repeats: int = 5) -> float:
+    """Median time of a fixed pure-Python loop (3 million additions), in ms.
+
+    The machine's speed varies by the hour (a shared host: the same commit has
+    measured 1.8 times the CPU time per task an hour apart); this figure, taken
+    at the start and end of a run, places a run's figures on that scale.
+    """
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        total = 0
+        for i in range(3_000_000):
+            total += i
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
 @dataclass(frozen=True)
 class Machine:
     date: str
@@ -33,6 +52,8 @@ class Machine:
     commit: str
     postgres: str
     pg_settings: dict[str, str]
+    #: cpu_probe_ms at the start of the run, and at its end (set when it ends)
+    probe_ms: tuple[float, float | None] = (0.0, None)
 
 
 def _cpu_model() -> str:
@@ -79,4 +100,5 @@ def describe(env: Env) -> Machine:
         commit=commit(env.repo),
         postgres=postgres,
         pg_settings=settings,
+        probe_ms=(cpu_probe_ms(), None),
     )

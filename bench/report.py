@@ -42,6 +42,15 @@ def _vs_airflow(result: CaseResult, key: str) -> tuple[str, str]:
     return reference, f"{fmt(ratio)}x better" if ratio is not None else ""
 
 
+def _probe(probe_ms: tuple[float, float | None]) -> str:
+    start, end = probe_ms
+    at_end = f", {end:.0f} ms at the end" if end is not None else ""
+    return (
+        f"{start:.0f} ms at the start{at_end}: 3 million additions in a Python loop, median of 5 "
+        "(lower is faster; this shared host varies by the hour, so compare runs on this scale)"
+    )
+
+
 def machine_section(machine: Machine, env: Env, runs: int, results: Sequence[CaseResult]) -> list[str]:
     pg = machine.postgres
     if machine.pg_settings:
@@ -54,6 +63,7 @@ def machine_section(machine: Machine, env: Env, runs: int, results: Sequence[Cas
         f"| date | {machine.date} |",
         f"| commit | {', '.join(dict.fromkeys(c for r in results for c in r.commits)) or machine.commit} |",
         f"| CPU | {machine.cpu}, {machine.cores} cores |",
+        f"| CPU speed probe | {_probe(machine.probe_ms)} |",
         f"| RAM | {machine.ram_gib:.1f} GiB |",
         f"| kernel, Python | Linux {machine.kernel}, Python {machine.python} |",
         f"| database | {env.backend}: {pg} |",
