@@ -93,9 +93,13 @@ class _Lru(Generic[K, V]):
             return value
 
     def put(self, key: K, value: V) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, items: Iterable[tuple[K, V]]) -> None:
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
+            for key, value in items:
+                self._data[key] = value
+                self._data.move_to_end(key)
             while len(self._data) > self._size:
                 self._data.popitem(last=False)
 
@@ -151,8 +155,7 @@ class Catalog:
 
     def handed_out(self, instances: Iterable[tuple[int, int, str]]) -> None:
         """Note (task instance id, run pk, task id) of instances given to workers."""
-        for ti_id, run_pk, task_id in instances:
-            self._tasks.put(ti_id, (run_pk, task_id))
+        self._tasks.put_many((ti_id, (run_pk, task_id)) for ti_id, run_pk, task_id in instances)
 
     def task_of(self, ti_id: int) -> tuple[int, str] | None:
         """(run pk, task id) of a task instance this server handed out, if it remembers."""

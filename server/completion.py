@@ -245,11 +245,10 @@ def _hop(
         # from before migration 0004): count them off the run as well.
         ended = count_down_run(conn, now, dag, run.pk, promotion.finished, known=promotion.final)
     else:
-        left, state = hopped.run_left, RunState(hopped.run_state)
+        left, state = hopped.run_left, hopped.run_state
         ended = end_run_if_done(conn, now, dag, run.pk, left, state, known=promotion.final)
     if ended is not None:
-        done.finished_runs.append((run.run_id, ended))
-        done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
+        _runs_ended(conn, now, catalog, [(run.run_id, run.dag_id, ended)], done)
     return done
 
 
@@ -420,17 +419,28 @@ def _promote(
         hand_off = None  # one task at most
         done.queued += promotion.queued
         done.started += promotion.started
-    freed: set[str] = set()
+    ended_runs: list[tuple[str, str, RunState]] = []
     for run_pk, promotion in sorted(promotions.items()):
         run = runs_of[run_pk]
         count = len(finished[run_pk]) + promotion.finished
         dag = catalog.dag(conn, run.version_id)
         ended = count_down_run(conn, now, dag, run_pk, count, known=promotion.final)
         if ended is not None:
-            done.finished_runs.append((run.run_id, ended))
-            freed.add(run.dag_id)
-    # Run slots freed: start queued runs, once per DAG however many runs ended.
-    for dag_id in sorted(freed):
+            ended_runs.append((run.run_id, run.dag_id, ended))
+    _runs_ended(conn, now, catalog, ended_runs, done)
+
+
+def _runs_ended(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    ended: Sequence[tuple[str, str, RunState]],
+    done: Completion,
+) -> None:
+    """Note the runs (run_id, dag_id, state) this transaction ended, and start
+    queued runs in the slots they freed, once per DAG however many of its runs ended."""
+    done.finished_runs += [(run_id, state) for run_id, _, state in ended]
+    for dag_id in sorted({dag_id for _, dag_id, _ in ended}):
         done.queued += runs.after_run_finished(conn, now, catalog, dag_id)
 
 
@@ -545,6 +555,5 @@ def cancel_run(conn: Connection, now: datetime, catalog: Catalog, run_id: str) -
     stopped = tis.remove_unfinished(conn, now, run.pk, TaskError("Cancelled", f"run {run_id} was cancelled"))
     done.ended = len(stopped)
     dag_runs.finish(conn, now, run.pk, RunState.FAILED, from_states=(RunState.QUEUED, RunState.RUNNING))
-    done.finished_runs.append((run.run_id, RunState.FAILED))
-    done.queued += runs.after_run_finished(conn, now, catalog, run.dag_id)
+    _runs_ended(conn, now, catalog, [(run.run_id, run.dag_id, RunState.FAILED)], done)
     return done

@@ -23,7 +23,7 @@ from weir.models import TaskError, TaskInstance
 from weir.server.store._dialect import is_postgres
 from weir.server.store.schema import dag_runs, task_attempts, task_instances
 from weir.spec import TaskSpec
-from weir.states import UNFINISHED_TASK_STATES, TaskState
+from weir.states import UNFINISHED_TASK_STATES, RunState, TaskState
 
 ti = task_instances
 CLAIMABLE = (TaskState.QUEUED.value, TaskState.UP_FOR_RETRY.value)
@@ -569,7 +569,7 @@ class Hopped(NamedTuple):
 
     counted: Counted | None
     run_left: int
-    run_state: str
+    run_state: RunState
 
 
 def _hop_statement(at_zero: AtZero | None) -> Any:
@@ -634,7 +634,7 @@ def hop(
         return None
     r = row._mapping
     counted = _counted(r, at_zero) if at_zero is not None and r["state"] is not None else None
-    return Hopped(counted, r["run_left"], r["run_state"])
+    return Hopped(counted, r["run_left"], RunState(r["run_state"]))
 
 
 def move(
