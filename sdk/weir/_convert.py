@@ -23,19 +23,27 @@ from weir.v1 import worker_pb2 as wpb
 # -- scalars -------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
 def ts(dt: datetime | None) -> Timestamp | None:
+    """A datetime as a Timestamp (naive means UTC).
+
+    By arithmetic rather than Timestamp.FromDatetime, which is a third of the
+    cost of turning a claimed task into a message.
+    """
     if dt is None:
         return None
-    out = Timestamp()
-    out.FromDatetime(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
-    return out
+    since = dt - (_EPOCH if dt.tzinfo else _NAIVE_EPOCH)
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def from_ts(msg: Any, name: str) -> datetime | None:
     if not msg.HasField(name):
         return None
-    value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
-    return value
+    t = getattr(msg, name)
+    return _EPOCH + timedelta(seconds=t.seconds, microseconds=t.nanos // 1000)
 
 
 def dur(td: timedelta | None) -> Duration | None:
@@ -54,17 +62,27 @@ def from_dur(msg: Any, name: str) -> timedelta | None:
 
 
 def json_bytes(value: Any) -> bytes:
+    if not value and type(value) in _EMPTY_JSON:  # most tasks' params, args and kwargs
+        return _EMPTY_JSON[type(value)]
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+_EMPTY_JSON: dict[type, bytes] = {dict: b"{}", list: b"[]"}
 
 
 def from_json_bytes(data: bytes, what: str, default: Any = None) -> Any:
     """Decode a `_json` field; raises ValueError naming the field when it is not JSON."""
     if not data:
         return default
+    if data in _EMPTY_VALUE:
+        return _EMPTY_VALUE[data]()
     try:
         return json.loads(data)
     except ValueError as exc:
         raise ValueError(f"{what}: not valid JSON ({exc})") from None
+
+
+_EMPTY_VALUE: dict[bytes, type] = {b"{}": dict, b"[]": list}
 
 
 # -- enums ---------------------------------------------------------------------

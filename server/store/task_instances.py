@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, any_, bindparam, case, func, insert, literal_column, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.types import TypeDecorator
 
 from weir.models import TaskError, TaskInstance
 from weir.server.store._dialect import is_postgres
@@ -28,6 +29,36 @@ from weir.states import UNFINISHED_TASK_STATES, RunState, TaskState
 ti = task_instances
 CLAIMABLE = (TaskState.QUEUED.value, TaskState.UP_FOR_RETRY.value)
 _NONE: Any = literal_column(f"'{TaskState.NONE.value}'")
+
+
+# -- many rows in one statement (Postgres) ---------------------------------------
+
+
+def _rows(name: str, columns: Sequence[tuple[str, Any]]) -> Any:
+    """Postgres: a derived table `name`, one row per array element, from array
+    parameters a_<column>: many rows as one parameter set, and one statement
+    however many there are (no per-row statement or parameter processing)."""
+    # Arrays of the columns' database types: a TypeDecorator's processing would
+    # run per element (the server's datetimes are already UTC and aware).
+    arrays = [
+        bindparam(
+            f"a_{col}", type_=postgresql.ARRAY(type_.impl if isinstance(type_, TypeDecorator) else type_)
+        )
+        for col, type_ in columns
+    ]
+    return func.unnest(*arrays).table_valued(*(col for col, _ in columns)).render_derived(name)
+
+
+def _typed(*names: str) -> tuple[tuple[str, Any], ...]:
+    """(name, type) of these task_instances columns, for _rows."""
+    return tuple((name, ti.c[name].type) for name in names)
+
+
+def _arrays(columns: Sequence[tuple[str, Any]], rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """Parameters for _rows: `rows` (tuples in `columns` order) as one list per column."""
+    return {
+        f"a_{col}": list(values) for (col, _), values in zip(columns, zip(*rows, strict=True), strict=True)
+    }
 
 
 # -- creation -----------------------------------------------------------------
@@ -52,6 +83,33 @@ class NewRun:
     pending: Mapping[str, int]
 
 
+#: A new task instance's columns, in the order create_for_runs builds rows.
+_NEW = _typed(
+    "run_pk",
+    "dag_id",
+    "task_id",
+    "map_index",
+    "state",
+    "queue",
+    "pool",
+    "priority",
+    "max_tries",
+    "available_at",
+    "queued_at",
+    "start_deadline",
+    "pending_upstream",
+)
+
+
+def _create_statement() -> Any:
+    """Postgres: INSERT every row from one set of array parameters (see _rows)."""
+    created = _rows("created", _NEW)
+    return insert(ti).from_select([name for name, _ in _NEW], select(*created.c))
+
+
+_CREATE = _create_statement()
+
+
 def create_for_runs(conn: Connection, now: datetime, new_runs: Sequence[NewRun]) -> Counter[str]:
     """Insert one instance per task of each run (one statement); ready ones are queued at once.
 
@@ -59,30 +117,36 @@ def create_for_runs(conn: Connection, now: datetime, new_runs: Sequence[NewRun])
     """
     rows = []
     queued: Counter[str] = Counter()
+    queued_state, waiting = TaskState.QUEUED.value, TaskState.NONE.value
     for run in new_runs:
         for t in run.tasks:
-            is_ready = t.task_id in run.ready
-            if is_ready:
+            ready = t.task_id in run.ready
+            if ready:
                 queued[t.queue] += 1
             rows.append(
-                {
-                    "run_pk": run.run_pk,
-                    "dag_id": run.dag_id,
-                    "task_id": t.task_id,
-                    "map_index": -1,
-                    "state": TaskState.QUEUED if is_ready else TaskState.NONE,
-                    "queue": t.queue,
-                    "pool": t.pool,
-                    "priority": t.priority,
-                    "max_tries": t.max_tries,
-                    "available_at": now if is_ready else None,
-                    "queued_at": now if is_ready else None,
-                    "start_deadline": start_deadline(now, t) if is_ready else None,
-                    "pending_upstream": run.pending[t.task_id],
-                }
+                (
+                    run.run_pk,
+                    run.dag_id,
+                    t.task_id,
+                    -1,
+                    queued_state if ready else waiting,
+                    t.queue,
+                    t.pool,
+                    t.priority,
+                    t.max_tries,
+                    now if ready else None,
+                    now if ready else None,
+                    start_deadline(now, t) if ready else None,
+                    run.pending[t.task_id],
+                )
             )
-    if rows:
-        conn.execute(insert(ti), rows)
+    if not rows:
+        return queued
+    if is_postgres(conn):
+        conn.execute(_CREATE, _arrays(_NEW, rows))
+    else:
+        names = [name for name, _ in _NEW]
+        conn.execute(insert(ti), [dict(zip(names, row, strict=True)) for row in rows])
     return queued
 
 
@@ -211,8 +275,20 @@ _CURRENT_COLUMNS = (
     ti.c.lease_expires_at,
     ti.c.start_deadline,
 )
-_CURRENT = select(*_CURRENT_COLUMNS).where(ti.c.id.in_(bindparam("ids", expanding=True)))
-_CURRENT_LOCKED = _CURRENT.order_by(ti.c.id).with_for_update(key_share=True)
+
+
+def _current_statement(postgres: bool, lock: bool) -> Any:
+    # Postgres: one array parameter, so the statement's text is the same for
+    # any number of ids (psycopg prepares it); SQLite expands an IN list.
+    ids = bindparam("ids", type_=postgresql.ARRAY(ti.c.id.type))
+    query = select(*_CURRENT_COLUMNS).where(
+        ti.c.id == any_(ids) if postgres else ti.c.id.in_(bindparam("ids", expanding=True))
+    )
+    return query.order_by(ti.c.id).with_for_update(key_share=True) if lock else query
+
+
+#: By (postgres, lock).
+_CURRENT = {(pg, lock): _current_statement(pg, lock) for pg in (True, False) for lock in (True, False)}
 
 
 def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict[int, Current]:
@@ -220,15 +296,13 @@ def current(conn: Connection, ids: Iterable[int], *, lock: bool = False) -> dict
     wanted = list(set(ids))
     if not wanted:
         return {}
-    query = _CURRENT_LOCKED if lock else _CURRENT
-    return {r.id: _current(r) for r in conn.execute(query, {"ids": wanted})}
+    query = _CURRENT[is_postgres(conn), lock]
+    return {r[0]: _current(r) for r in conn.execute(query, {"ids": wanted})}
 
 
 def _current(r: Any, state: TaskState | None = None) -> Current:
-    """A row of _CURRENT_COLUMNS; `state` stands in for the row's."""
-    values = {c.name: getattr(r, c.name) for c in _CURRENT_COLUMNS}
-    values["state"] = state or TaskState(r.state)
-    return Current(**values)
+    """A row of _CURRENT_COLUMNS (Current's fields, in order); `state` stands in for the row's."""
+    return Current(r[0], r[1], r[2], r[3], state or TaskState(r[4]), *r[5:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,13 +348,11 @@ _END = (
 )
 
 
-def _end_and_record(*, returning: bool) -> Any:
-    """Postgres: end running attempts and record them in one statement; the UPDATE
-    returns the columns it leaves as they were. (SQLite cannot put an UPDATE in a WITH.)"""
+def _end_and_record() -> Any:
+    """Postgres: end a running attempt and record it in one statement, returning
+    the row's _CURRENT_COLUMNS. (SQLite cannot put an UPDATE in a WITH.)"""
     ended = _END.returning(*_CURRENT_COLUMNS).cte("ended")
-    record = _record(ended)
-    # With the ended rows returned, the INSERT goes in the WITH too.
-    return select(ended).add_cte(record.cte("recorded")) if returning else record
+    return select(ended).add_cte(_record(ended).cte("recorded"))
 
 
 def _record(ended: Any) -> Any:
@@ -300,9 +372,40 @@ def _record(ended: Any) -> Any:
     )
 
 
-_END_AND_RECORD = _end_and_record(returning=False)
+#: How attempts end, one row per attempt, as arrays bound to parameters a_<column>.
+_ENDS = _typed("id", "attempt", "state", "result", "error", "available_at", "start_deadline")
+
+
+def _end_and_record_all() -> Any:
+    """Postgres: end many running attempts (guarded by attempt and state) and
+    record them, in one statement."""
+    e = _rows("e", _ENDS)
+    ended = (
+        update(ti)
+        .where(ti.c.id == e.c.id, ti.c.attempt == e.c.attempt, ti.c.state == TaskState.RUNNING)
+        .values(
+            state=e.c.state,
+            result=e.c.result,
+            error=e.c.error,
+            available_at=e.c.available_at,
+            start_deadline=e.c.start_deadline,
+            ended_at=bindparam("b_ended_at"),
+            lease_expires_at=None,
+        )
+        .returning(
+            ti.c.id, ti.c.attempt, ti.c.try_number, ti.c.worker_id, ti.c.started_at, e.c.state, e.c.error
+        )
+        .cte("ended")
+    )
+    return insert(task_attempts).from_select(
+        ["ti_id", "attempt", "try_number", "worker_id", "started_at", "ended_at", "outcome", "error"],
+        select(*ended.c[:5], bindparam("b_ended_at", type_=task_attempts.c.ended_at.type), *ended.c[5:]),
+    )
+
+
+_END_AND_RECORD_ALL = _end_and_record_all()
 #: One attempt, the row returned: by database, Postgres or not.
-_END_ONE = {True: _end_and_record(returning=True), False: _END.returning(*_CURRENT_COLUMNS)}
+_END_ONE = {True: _end_and_record(), False: _END.returning(*_CURRENT_COLUMNS)}
 
 
 def _end_params(now: datetime, e: AttemptEnd) -> dict[str, Any]:
@@ -339,11 +442,14 @@ def end_attempts(conn: Connection, now: datetime, ends: Sequence[AttemptEnd], by
     """
     if not ends:
         return
-    rows = [_end_params(now, e) for e in ends]
     if is_postgres(conn):
-        conn.execute(_END_AND_RECORD, rows)
+        rows = [
+            (e.id, e.attempt, e.state.value, e.result, _error_json(e.error), e.available_at, e.start_deadline)
+            for e in ends
+        ]
+        conn.execute(_END_AND_RECORD_ALL, {**_arrays(_ENDS, rows), "b_ended_at": now})
         return
-    conn.execute(_END, rows)
+    conn.execute(_END, [_end_params(now, e) for e in ends])
     conn.execute(insert(task_attempts), [_attempt_row(now, e, by[e.id]) for e in ends])
 
 

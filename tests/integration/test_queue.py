@@ -396,9 +396,14 @@ def test_a_report_on_queues_known_empty_is_handed_the_task_its_outcome_readies(p
 
 
 def _statements(plane: Plane) -> list[str]:
-    """SQL statements the plane's engine runs from now on (BEGIN and COMMIT are not statements)."""
+    """SQL statements the plane's engine runs from now on, once per parameter set
+    (an executemany runs its statement once per row); BEGIN and COMMIT are not statements."""
     seen: list[str] = []
-    event.listen(plane.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.extend([statement] * (len(parameters) if many else 1))
+
+    event.listen(plane.db.engine, "before_cursor_execute", note)
     return seen
 
 
@@ -428,6 +433,37 @@ def test_a_hop_on_postgres_is_one_statement(plane: Plane) -> None:
     assert plane.complete(ok(t2)).finished_runs == [(run.run_id, RunState.SUCCESS)]
     assert attempts(plane) == 3
     assert _row(plane, "t2").state == TaskState.SUCCESS
+
+
+def test_many_rows_take_as_many_statements_as_one_on_postgres(plane: Plane) -> None:
+    if plane.db.is_sqlite:
+        pytest.skip("SQLite inserts and ends many rows one by one (executemany)")
+    plane.register(wide("w", 300))
+    seen = _statements(plane)
+    plane.trigger("w")
+    assert sum("INSERT INTO task_instances" in s for s in seen) == 1
+    claimed = plane.claim(300)
+    batches = [
+        [ok(a) for a in claimed[10:20]],
+        [ok(a) for a in claimed[20:290]],
+        [failed(a) for a in claimed[:10]],
+    ]
+    counts = []
+    for batch in batches:
+        seen.clear()
+        assert {a.status for a in plane.acks(*batch)} == {AckStatus.ACCEPTED}
+        counts.append(len(seen))
+    # 10 successes, 270 successes, 10 failures: the same statements.
+    assert counts[0] == counts[1] == counts[2], counts
+    assert attempts(plane) == 290
+    [outcome] = plane.db.read_sync(
+        lambda c: c.execute(
+            select(task_attempts.c.outcome, task_attempts.c.error).where(
+                task_attempts.c.ti_id == claimed[0].task_instance_id
+            )
+        ).all()
+    )
+    assert outcome.outcome == TaskState.FAILED and "boom" in outcome.error
 
 
 def test_a_wrong_memory_of_which_task_an_instance_is_changes_nothing(plane: Plane) -> None:
