@@ -37,7 +37,6 @@ class CompiledDag:
     tasks: dict[str, TaskSpec]
     upstream: dict[str, tuple[str, ...]]
     downstream: dict[str, tuple[str, ...]]
-    leaves: tuple[str, ...]
     #: task_id -> upstream task ids whose results its arguments use
     refs: dict[str, frozenset[str]]
 
@@ -58,7 +57,6 @@ def compile_dag(version: DagVersion, spec: DagSpec) -> CompiledDag:
         tasks=tasks,
         upstream={t.task_id: tuple(t.upstream_task_ids) for t in spec.tasks},
         downstream={k: tuple(v) for k, v in downstream.items()},
-        leaves=tuple(k for k, v in downstream.items() if not v),
         refs={
             t.task_id: frozenset(_template.references(t.body.arguments))
             if isinstance(t.body, PythonCall)

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from weir._rules import Decision, decide, run_outcome
+from weir._rules import RUN_FAILING_STATES, Decision, decide, run_outcome
 from weir.server.catalog import CompiledDag
 from weir.server.store import dag_runs
 from weir.server.store import task_instances as tis
@@ -272,8 +272,11 @@ def end_run_if_done(
     was its last task, by its leaves. Returns the state it ended in, or None."""
     if left > 0 or state is not RunState.RUNNING:
         return None
+    # Only a leaf in a failing state fails a run: read the run's tasks in those
+    # states (few, by index), not every leaf (all 10,000 tasks of a wide DAG).
     known = known or {}
-    leaves = {leaf: known[leaf] for leaf in dag.leaves if leaf in known}
-    leaves.update(tis.states(conn, run_pk, [leaf for leaf in dag.leaves if leaf not in known]))
+    failing = tis.in_states(conn, run_pk, RUN_FAILING_STATES)
+    leaves = {t: s for t, s in failing.items() if t not in known and not dag.downstream[t]}
+    leaves.update({t: s for t, s in known.items() if not dag.downstream[t]})
     outcome = RunState.SUCCESS if run_outcome(leaves.values()) else RunState.FAILED
     return outcome if dag_runs.finish(conn, now, run_pk, outcome) else None

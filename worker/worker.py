@@ -63,8 +63,13 @@ PREFETCH_SHORT_TASK = 0.05
 PREFETCH_LONG_RUNNING = 0.2
 #: A task claimed ahead that no runner took within this long goes back to the queue.
 PREFETCH_MAX_WAIT = 1.0
-#: Default tasks claimed ahead per slot (Celery's default prefetch multiplier is 4 too).
-PREFETCH_PER_SLOT = 4
+#: Default tasks claimed ahead per slot, at most. Celery's multiplier is 4; ours
+#: is higher because PREFETCH_HORIZON, not the count, bounds how long they wait:
+#: bigger claims are fewer calls and transactions, which short tasks cost most.
+PREFETCH_PER_SLOT = 16
+#: Tasks are claimed ahead only as many as the runners get through in this long
+#: (seconds) at the recent task duration.
+PREFETCH_HORIZON = 0.25
 
 
 def default_worker_id() -> str:
@@ -284,20 +289,29 @@ class Worker:
         """Until a runner is idle, or tasks claimed ahead run low while tasks are short."""
         while True:
             self._dispatch_ready()
-            if self.pool.free or self._prefetch_room() >= max(1, self.prefetch // 2):
+            if self.pool.free:
+                return
+            ahead = self._prefetch_target()
+            if ahead - len(self._ready) >= max(1, ahead // 2):
                 return
             self._nudge.clear()
             await self._nudge.wait()
 
-    def _prefetch_room(self) -> int:
-        """How many tasks to claim ahead of idle runners now: none unless recent tasks
-        were short and the queues were not found drained, and fewer while some runners
-        are held by a long task (they will not free soon)."""
+    def _prefetch_target(self) -> int:
+        """How many tasks to hold claimed ahead of idle runners now: none unless recent
+        tasks were short and the queues were not found drained; no more than the runners
+        get through in PREFETCH_HORIZON, and fewer while some runners are held by a long
+        task (they will not free soon)."""
         if self._drained or self._stopping or self._task_seconds > PREFETCH_SHORT_TASK:
             return 0
         size = self.pool.size
         soon_free = size - self.pool.busy_longer_than(PREFETCH_LONG_RUNNING)
-        return max(0, self.prefetch * soon_free // size - len(self._ready))
+        within_horizon = soon_free * PREFETCH_HORIZON / max(self._task_seconds, 1e-3)
+        return min(self.prefetch * soon_free // size, int(within_horizon))
+
+    def _prefetch_room(self) -> int:
+        """How many more tasks to claim ahead of idle runners now."""
+        return max(0, self._prefetch_target() - len(self._ready))
 
     def _start(self, assignments: Sequence[Assignment], runners: list[Runner]) -> None:
         """Start claimed tasks on the reserved runners and give the unused runners back;

@@ -26,6 +26,8 @@ class Decision(Enum):
 
 
 _FAILED = (TaskState.FAILED, TaskState.UPSTREAM_FAILED)
+#: The states of a leaf task that fail its run (run_outcome).
+RUN_FAILING_STATES = _FAILED
 
 
 def decide(rule: TriggerRule, upstream_states: Iterable[TaskState]) -> Decision:

@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         description="Tasks a worker claims ahead of its idle runners while tasks are short "
-        "(recent ones ran under 50 ms); unset: 4 per slot; 0: never.",
+        "(recent ones ran under 50 ms), at most what the runners get through in 0.25 s; "
+        "unset: 16 per slot; 0: never.",
     )
     worker_queues: str = Field(default="default", description="Comma-separated queues a worker claims from.")
     poll_wait_seconds: float = Field(

@@ -183,6 +183,8 @@ _CLAIMED_COLUMNS = (
 
 
 def _claim_statement(postgres: bool) -> Any:
+    # The queues as an IN list, not = ANY(array): one queue is then an equality,
+    # and the claim-order index gives the rows in order without a sort.
     candidates = (
         select(ti.c.id)
         .where(
@@ -492,6 +494,19 @@ _STATES = select(ti.c.task_id, ti.c.state).where(
     ti.c.map_index == -1,
     ti.c.task_id.in_(bindparam("task_ids", expanding=True)),
 )
+
+
+_IN_STATES = select(ti.c.task_id, ti.c.state).where(
+    ti.c.run_pk == bindparam("run_pk"),
+    ti.c.map_index == -1,
+    ti.c.state.in_(bindparam("states", expanding=True)),
+)
+
+
+def in_states(conn: Connection, run_pk: int, wanted: Iterable[TaskState]) -> dict[str, TaskState]:
+    """task_id -> state of one run's tasks that are in one of these states (by index)."""
+    rows = conn.execute(_IN_STATES, {"run_pk": run_pk, "states": [s.value for s in wanted]})
+    return {r.task_id: TaskState(r.state) for r in rows}
 
 
 def states(conn: Connection, run_pk: int, task_ids: Iterable[str]) -> dict[str, TaskState]:

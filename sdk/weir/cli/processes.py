@@ -94,7 +94,8 @@ def worker_options(
     "--prefetch",
     type=click.IntRange(0, 100_000),
     help="Tasks claimed ahead of idle runners while tasks are short (under 50 ms), so one poll "
-    "serves many; 0 claims only for idle runners. [default: 4 per slot; env: WEIR_WORKER_PREFETCH]",
+    "serves many; never more than the runners get through in 0.25 s; 0 claims only for idle "
+    "runners. [default: 16 per slot; env: WEIR_WORKER_PREFETCH]",
 )
 @click.option("--worker-id", help="Stable name for this worker. [default: host-pid-random]")
 @server_option
