@@ -70,8 +70,13 @@ def main() -> None:
         _reply(replies, reply)
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: A task's return value: JSON, with no NaN or Infinity (other languages cannot read them).
+_encode_result = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
 def _reply(out: IO[str], message: dict[str, Any]) -> None:
-    out.write(json.dumps(message, separators=(",", ":")) + "\n")
+    out.write(_encode(message) + "\n")
     out.flush()
 
 
@@ -140,7 +145,7 @@ def _run_python(bag: Any, request: dict[str, Any]) -> tuple[str, str]:
         sys.stderr.write(tb)
         raise _Failure(type(exc).__name__, str(exc), tb) from None
     try:
-        return "success", json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        return "success", _encode_result(value)
     except (TypeError, ValueError) as exc:
         raise _Failure(
             "InvalidResult",

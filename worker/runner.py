@@ -27,6 +27,9 @@ log = logging.getLogger("weir.worker")
 
 LogSink = Callable[[bytes], None]
 
+#: Compact JSON, one encoder for every request (json.dumps with options builds one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
 #: How long a new runner may take to import the DAG folder.
 START_TIMEOUT = 120.0
 
@@ -144,11 +147,13 @@ class Runner:
         else:
             request.update(kind="bash", command=a.body.command, env=dict(a.body.env), cwd=a.body.cwd)
         try:
-            self.proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+            self.proc.stdin.write(_encode(request).encode() + b"\n")
             await self.proc.stdin.drain()
-            timeout = a.timeout.total_seconds() if a.timeout else None
             try:
-                reply = await asyncio.wait_for(self._reply(), timeout)
+                if not a.timeout:  # none (a zero timeout is none too)
+                    reply = await self._reply()
+                else:
+                    reply = await asyncio.wait_for(self._reply(), a.timeout.total_seconds())
             except TimeoutError:
                 assert a.timeout is not None
                 self.kill(TaskError("Timeout", f"the task ran longer than its timeout ({a.timeout})"))

@@ -64,10 +64,11 @@ def from_dur(msg: Any, name: str) -> timedelta | None:
 def json_bytes(value: Any) -> bytes:
     if not value and type(value) in _EMPTY_JSON:  # most tasks' params, args and kwargs
         return _EMPTY_JSON[type(value)]
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    return _encode_json(value).encode()
 
 
 _EMPTY_JSON: dict[type, bytes] = {dict: b"{}", list: b"[]"}
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def from_json_bytes(data: bytes, what: str, default: Any = None) -> Any:
