@@ -6,6 +6,7 @@ weir.models values; only this module touches generated message types.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +44,13 @@ def from_ts(msg: Any, name: str) -> datetime | None:
     if not msg.HasField(name):
         return None
     t = getattr(msg, name)
-    return _EPOCH + timedelta(seconds=t.seconds, microseconds=t.nanos // 1000)
+    return _datetime(t.seconds, t.nanos)
+
+
+@functools.lru_cache(maxsize=1024)
+def _datetime(seconds: int, nanos: int) -> datetime:
+    """Cached: the tasks of one claim share a lease expiry, and a run's tasks its logical date."""
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def dur(td: timedelta | None) -> Duration | None:
