@@ -288,10 +288,11 @@ _CURRENT_COLUMNS = (
 def _current_statement(postgres: bool, lock: bool) -> Any:
     # Postgres: one array parameter, so the statement's text is the same for
     # any number of ids (psycopg prepares it); SQLite expands an IN list.
-    ids = bindparam("ids", type_=postgresql.ARRAY(ti.c.id.type))
-    query = select(*_CURRENT_COLUMNS).where(
-        ti.c.id == any_(ids) if postgres else ti.c.id.in_(bindparam("ids", expanding=True))
-    )
+    if postgres:
+        which = ti.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(ti.c.id.type)))
+    else:
+        which = ti.c.id.in_(bindparam("ids", expanding=True))
+    query = select(*_CURRENT_COLUMNS).where(which)
     return query.order_by(ti.c.id).with_for_update(key_share=True) if lock else query
 
 
@@ -414,8 +415,8 @@ def _end_and_record_all() -> Any:
 
 
 _END_AND_RECORD_ALL = _end_and_record_all()
-#: One attempt, the row returned: by database, Postgres or not.
 _END_AND_RECORD = _end_and_record(returning=False)
+#: One attempt, the row returned: by database, Postgres or not.
 _END_ONE = {True: _end_and_record(returning=True), False: _END.returning(*_CURRENT_COLUMNS)}
 
 
@@ -453,15 +454,23 @@ def end_attempts(conn: Connection, now: datetime, ends: Sequence[AttemptEnd], by
     """
     if not ends:
         return
-    if is_postgres(conn) and len(ends) >= MANY_ROWS:
-        rows = [
-            (e.id, e.attempt, e.state.value, e.result, _error_json(e.error), e.available_at, e.start_deadline)
-            for e in ends
-        ]
-        conn.execute(_END_AND_RECORD_ALL, {**_arrays(_ENDS, rows), "b_ended_at": now})
-        return
     if is_postgres(conn):
-        conn.execute(_END_AND_RECORD, [_end_params(now, e) for e in ends])
+        if len(ends) >= MANY_ROWS:
+            rows = [
+                (
+                    e.id,
+                    e.attempt,
+                    e.state.value,
+                    e.result,
+                    _error_json(e.error),
+                    e.available_at,
+                    e.start_deadline,
+                )
+                for e in ends
+            ]
+            conn.execute(_END_AND_RECORD_ALL, {**_arrays(_ENDS, rows), "b_ended_at": now})
+        else:
+            conn.execute(_END_AND_RECORD, [_end_params(now, e) for e in ends])
         return
     conn.execute(_END, [_end_params(now, e) for e in ends])
     conn.execute(insert(task_attempts), [_attempt_row(now, e, by[e.id]) for e in ends])
