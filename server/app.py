@@ -77,6 +77,7 @@ class Server:
         self.clock = clock
         self.plane = ControlPlane(self.db, clock, settings, version=__version__)
         self._grpc: grpc.aio.Server | None = None
+        self._worker_service: WorkerService | None = None
         self.bound: Bound | None = None
         self.notifier: PgNotifier | None = None
         self._stop_services = asyncio.Event()
@@ -97,7 +98,8 @@ class Server:
 
         server = grpc.aio.server(options=GRPC_OPTIONS)
         control_pb2_grpc.add_ControlServiceServicer_to_server(ControlService(self.plane), server)
-        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(self.plane), server)
+        self._worker_service = WorkerService(self.plane)
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(self._worker_service, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -142,8 +144,11 @@ class Server:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, let running ones finish within `grace`, then close."""
         if self._grpc is not None:
-            # Long-polls would hold shutdown for their whole wait: end them now.
+            # Long-polls and report streams would hold shutdown for the whole
+            # grace: end them now (a stream once its current request is answered).
             self.plane.waker.notify_all()
+            if self._worker_service is not None:
+                self._worker_service.close_streams()
             await self._grpc.stop(grace)
             self._grpc = None
         self._stop_services.set()

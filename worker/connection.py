@@ -65,6 +65,13 @@ class Connection:
         self._worker = wgrpc.WorkerServiceStub(self._channel)
         self._control = cgrpc.ControlServiceStub(self._channel)
         self.closing = False
+        #: The report stream (CompleteTasksStream), open between reports; None until
+        #: the first report, and after a failure (the next report opens another).
+        self._stream: Any = None
+        #: A report is on the stream now: another goes as a unary call.
+        self._stream_busy = False
+        #: False once the server answered that it has no report stream (an older server).
+        self.streams = True
 
     async def _call(
         self,
@@ -151,10 +158,61 @@ class Connection:
             # and they run again); asking again would claim more that nobody runs.
             request.claim_slots = 0
 
-        response = await self._call(self._worker.CompleteTasks, request, before_retry=claim_nothing)
+        response = await self._call(self._report, request, before_retry=claim_nothing)
         return [cv.ack_from_proto(a) for a in response.acks], [
             cv.assignment_from_proto(t) for t in response.tasks
         ]
+
+    async def _report(
+        self, request: wpb.CompleteTasksRequest, *, timeout: float, metadata: Any
+    ) -> wpb.CompleteTasksResponse:
+        """One CompleteTasks exchange: on the report stream while the server has one
+        and no other report is on it, else as a unary call."""
+        if self.streams and not self._stream_busy:
+            self._stream_busy = True
+            try:
+                return await self._over_stream(request, timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self.streams = False
+                log.info("server %s has no report stream: reporting with unary calls", self.address)
+            finally:
+                self._stream_busy = False
+        response: wpb.CompleteTasksResponse = await self._worker.CompleteTasks(
+            request, timeout=timeout, metadata=metadata
+        )
+        return response
+
+    async def _over_stream(
+        self, request: wpb.CompleteTasksRequest, *, timeout: float, metadata: Any
+    ) -> wpb.CompleteTasksResponse:
+        """Send `request` on the report stream (opening one if needed) and read its
+        response. Any failure closes the stream: a response still in flight must
+        never be read as the answer to the next request."""
+        call = self._stream
+        if call is None or call.done():
+            call = self._stream = self._worker.CompleteTasksStream(metadata=metadata)
+        answered = False
+        try:
+            async with asyncio.timeout(timeout):
+                await call.write(request)
+                response = await call.read()
+            if response is grpc.aio.EOF:
+                # Ended between requests (the server is shutting down): nothing was applied.
+                raise _status(grpc.StatusCode.UNAVAILABLE, "the server closed the report stream")
+            answered = True
+            return response  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise _status(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:.0f}s") from None
+        except asyncio.InvalidStateError:
+            # The server ended the stream just before this write (RPC already finished).
+            raise _status(grpc.StatusCode.UNAVAILABLE, "the server closed the report stream") from None
+        finally:
+            if not answered:
+                call.cancel()
+                if self._stream is call:
+                    self._stream = None
 
     async def append_logs(self, chunks: Sequence[LogChunk]) -> list[AckStatus]:
         request = wpb.AppendLogsRequest(
@@ -177,4 +235,11 @@ class Connection:
 
     async def close(self) -> None:
         self.closing = True
+        if self._stream is not None:
+            self._stream.cancel()
         await self._channel.close()
+
+
+def _status(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """A failed call's error, for a failure seen on a stream (retried like a call's)."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)

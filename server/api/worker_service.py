@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -10,7 +12,7 @@ from weir import _convert as cv
 from weir.errors import InvalidArgument, LeaseLost
 from weir.models import AckStatus, LogChunk
 from weir.server.api import validate
-from weir.server.api.errors import rpc
+from weir.server.api.errors import rpc, rpc_stream
 from weir.server.claims import ClaimRequest
 from weir.server.plane import ControlPlane
 from weir.v1 import worker_pb2 as wpb
@@ -25,6 +27,20 @@ MAX_SLOTS = 1000
 class WorkerService(wgrpc.WorkerServiceServicer):
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        #: Set when the server shuts down: report streams end between requests.
+        self._closing: asyncio.Future[None] | None = None
+
+    def close_streams(self) -> None:
+        """End every report stream once the request it is handling (if any) is answered:
+        a stream is a call that would otherwise hold the server's shutdown for its grace."""
+        closing = self._closing_future()
+        if not closing.done():
+            closing.set_result(None)
+
+    def _closing_future(self) -> asyncio.Future[None]:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        return self._closing
 
     @rpc
     async def RegisterWorker(
@@ -77,6 +93,30 @@ class WorkerService(wgrpc.WorkerServiceServicer):
     async def CompleteTasks(
         self, request: wpb.CompleteTasksRequest, context: Ctx
     ) -> wpb.CompleteTasksResponse:
+        return await self._complete_tasks(request)
+
+    @rpc_stream
+    async def CompleteTasksStream(
+        self, requests: AsyncIterator[wpb.CompleteTasksRequest], context: Ctx
+    ) -> AsyncIterator[wpb.CompleteTasksResponse]:
+        closing = self._closing_future()
+        while not closing.done():
+            read = asyncio.ensure_future(context.read())
+            try:
+                await asyncio.wait((read, closing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not read.done():
+                    read.cancel()
+            if not read.done() or read.cancelled():
+                # Shutting down, between requests: end the stream (OK); the worker
+                # sends its next report on a new stream, or to another server.
+                return
+            request = read.result()
+            if request is grpc.aio.EOF:
+                return
+            yield await self._complete_tasks(request)
+
+    async def _complete_tasks(self, request: wpb.CompleteTasksRequest) -> wpb.CompleteTasksResponse:
         worker_id = validate.required_id(request.worker_id, "worker_id")
         outcomes = [
             validate.converted(cv.outcome_from_proto, o, field=f"outcomes[{i}].outcome")

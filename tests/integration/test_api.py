@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from tests.helpers import ServerThread, chain, dag_spec, py, running_server
+from tests.helpers import ServerThread, chain, dag_spec, py, running_server, settings_for
 from weir import Client
 from weir import _convert as cv
 from weir.errors import AlreadyExists, InvalidArgument, NotFound
@@ -247,6 +249,83 @@ def test_report_claims_are_validated(worker: wgrpc.WorkerServiceStub) -> None:
         worker.CompleteTasks(wpb.CompleteTasksRequest(worker_id="w1", claim_slots=1, queues=["bad queue"]))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "queues[0]" in raised.value.details()
+
+
+class ReportStream:
+    """CompleteTasksStream from a blocking client: send a request, read its answer."""
+
+    def __init__(self, stub: wgrpc.WorkerServiceStub) -> None:
+        self._requests: queue.SimpleQueue[wpb.CompleteTasksRequest | None] = queue.SimpleQueue()
+        self.call = stub.CompleteTasksStream(iter(self._requests.get, None), timeout=30)
+
+    def report(self, *done: wpb.TaskAssignment, claim: int = 0, **fields: Any) -> wpb.CompleteTasksResponse:
+        outcomes = [success(t).outcome for t in done]
+        self._requests.put(wpb.CompleteTasksRequest(outcomes=outcomes, claim_slots=claim, **fields))
+        response: wpb.CompleteTasksResponse = next(self.call)
+        return response
+
+    def close(self) -> None:
+        self._requests.put(None)
+
+
+def test_reports_on_a_stream_are_answered_in_order_as_calls_would_be(
+    client: Client, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([chain("c", 3)])
+    run = client.trigger("c")
+    [t0] = poll(worker)
+    stream = ReportStream(worker)
+    # Each report is acknowledged, and its claim hands over the task its outcome readied.
+    first = stream.report(t0, claim=1, worker_id="w1")
+    assert [a.status for a in first.acks] == [wpb.ACK_STATUS_ACCEPTED]
+    [t1] = first.tasks
+    assert t1.task_id == "t1"
+    # The same outcome again is acknowledged as a duplicate, in its ack: the stream goes on.
+    again = stream.report(t0, worker_id="w1")
+    assert [a.status for a in again.acks] == [wpb.ACK_STATUS_DUPLICATE]
+    [t2] = stream.report(t1, claim=1, worker_id="w1").tasks
+    assert stream.report(t2, worker_id="w1").tasks == []
+    stream.close()
+    assert list(stream.call) == []
+    assert stream.call.code() == grpc.StatusCode.OK
+    assert client.wait(run.run_id, timeout=10).state is RunState.SUCCESS
+
+
+def test_a_bad_report_ends_the_stream_with_the_status_naming_the_field(
+    client: Client, worker: wgrpc.WorkerServiceStub
+) -> None:
+    client.register_dags([dag_spec("d", py("a"))])
+    client.trigger("d")
+    [t] = poll(worker)
+    stream = ReportStream(worker)
+    with pytest.raises(grpc.RpcError) as raised:
+        stream.report(t, claim=5000, worker_id="w1")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "claim_slots" in raised.value.details()
+    # Nothing of the refused request was applied: a new stream reports the outcome.
+    stream = ReportStream(worker)
+    assert [a.status for a in stream.report(t, worker_id="w1").acks] == [wpb.ACK_STATUS_ACCEPTED]
+    stream.close()
+    with pytest.raises(grpc.RpcError) as raised:
+        ReportStream(worker).report(t)  # no worker_id
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "worker_id" in raised.value.details()
+
+
+def test_stopping_the_server_ends_idle_report_streams_at_once(db_url: str, tmp_path: Path) -> None:
+    srv = ServerThread(settings_for(db_url, tmp_path)).start()
+    try:
+        stub = wgrpc.WorkerServiceStub(grpc.insecure_channel(srv.address))
+        stream = ReportStream(stub)
+        assert stream.report(worker_id="w1", claim=1).tasks == []
+        started = time.monotonic()
+        srv.call(srv.server.stop(grace=20))
+        # Ended between requests, with OK: the worker opens a new stream (or calls) next time.
+        assert time.monotonic() - started < 5
+        assert list(stream.call) == []
+        assert stream.call.code() == grpc.StatusCode.OK
+    finally:
+        srv.stop()
 
 
 def test_heartbeat_renews_current_attempts_and_stops_others(

@@ -59,6 +59,11 @@ class WorkerServiceStub:
                 request_serializer=weir_dot_v1_dot_worker__pb2.CompleteTasksRequest.SerializeToString,
                 response_deserializer=weir_dot_v1_dot_worker__pb2.CompleteTasksResponse.FromString,
                 _registered_method=True)
+        self.CompleteTasksStream = channel.stream_stream(
+                '/weir.v1.WorkerService/CompleteTasksStream',
+                request_serializer=weir_dot_v1_dot_worker__pb2.CompleteTasksRequest.SerializeToString,
+                response_deserializer=weir_dot_v1_dot_worker__pb2.CompleteTasksResponse.FromString,
+                _registered_method=True)
         self.AppendLogs = channel.unary_unary(
                 '/weir.v1.WorkerService/AppendLogs',
                 request_serializer=weir_dot_v1_dot_worker__pb2.AppendLogsRequest.SerializeToString,
@@ -115,6 +120,21 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteTasksStream(self, request_iterator, context):
+        """CompleteTasks on one long-lived stream: each request is handled as a
+        CompleteTasks call would be and answered in order, one response per
+        request. A report then costs a message each way, not a call's setup and
+        teardown (about half a unary call's time on a loaded host). An error ends
+        the stream with the status the call would have failed with; the server
+        also ends a stream, with OK, between requests when it shuts down. The
+        client then opens a new stream or calls CompleteTasks; as with a lost
+        call, a request whose response never arrived is sent again with
+        claim_slots 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AppendLogs(self, request, context):
         """Append captured output to the logs of running attempts.
         """
@@ -155,6 +175,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
             ),
             'CompleteTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteTasks,
+                    request_deserializer=weir_dot_v1_dot_worker__pb2.CompleteTasksRequest.FromString,
+                    response_serializer=weir_dot_v1_dot_worker__pb2.CompleteTasksResponse.SerializeToString,
+            ),
+            'CompleteTasksStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CompleteTasksStream,
                     request_deserializer=weir_dot_v1_dot_worker__pb2.CompleteTasksRequest.FromString,
                     response_serializer=weir_dot_v1_dot_worker__pb2.CompleteTasksResponse.SerializeToString,
             ),
@@ -302,6 +327,33 @@ class WorkerService:
             request,
             target,
             '/weir.v1.WorkerService/CompleteTasks',
+            weir_dot_v1_dot_worker__pb2.CompleteTasksRequest.SerializeToString,
+            weir_dot_v1_dot_worker__pb2.CompleteTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTasksStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/weir.v1.WorkerService/CompleteTasksStream',
             weir_dot_v1_dot_worker__pb2.CompleteTasksRequest.SerializeToString,
             weir_dot_v1_dot_worker__pb2.CompleteTasksResponse.FromString,
             options,
