@@ -159,6 +159,14 @@ class Catalog:
         """(run pk, task id) of a task instance this server handed out, if it remembers."""
         return self._tasks.get(ti_id)
 
+    def known_task(self, ti_id: int) -> tuple[CompiledDag, str] | None:
+        """The DAG version and task id of a task instance this server handed out, if
+        all of it is in memory (no database read)."""
+        known = self._tasks.get(ti_id)
+        run = None if known is None else self._runs.get(known[0])
+        dag = None if run is None else self._dags.get(run.version_id)
+        return None if dag is None or known is None else (dag, known[1])
+
     def remember(self, infos: Iterable[RunInfo]) -> None:
         """Cache runs a transaction created, once it has committed (their first claim reads none)."""
         for info in infos:

@@ -21,6 +21,7 @@ rows they share.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,17 +37,21 @@ from weir.server.catalog import Catalog, CompiledDag, RunInfo
 from weir.server.promotion import (
     HandOff,
     Promotion,
+    chain_link,
     count_down_run,
     end_run_if_done,
     hop_plan,
     promote,
     promoted_by_hop,
+    settled_by_hop,
 )
 from weir.server.store import dag_runs, task_logs
 from weir.server.store import task_instances as tis
 from weir.server.store._dialect import is_postgres
 from weir.spec import TaskSpec
 from weir.states import RunState, TaskState
+
+log = logging.getLogger("weir.server")
 
 # What a report of each outcome leaves recorded, for recognising replays.
 _RECORDED_AS = {
@@ -176,8 +181,7 @@ def _complete_one(
     when it needs the general path: not a plain success, or not running."""
     if o.outcome is not Outcome.SUCCESS or _check_result(o.result_json, max_result_bytes) is not None:
         return None
-    text = o.result_json.decode() if o.result_json else "null"
-    end = tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SUCCESS, result=text)
+    end = _success(o)
     hop = _plan_hop(conn, now, catalog, end.id, hand_off)
     done = _hop(conn, now, catalog, end, hop) if hop else _end_one(conn, now, catalog, end, hand_off)
     if done is None:
@@ -231,13 +235,24 @@ def _hop(
 ) -> Completion | None:
     """End the attempt, promote and count the run down in one statement, then end
     the run if that was its last task."""
-    run, dag = hop.run, hop.dag
-    hopped = tis.hop(conn, now, end, run.pk, hop.task_id, hop.plan)
+    hopped = tis.hop(conn, now, end, hop.run.pk, hop.task_id, hop.plan)
     if hopped is None:
         return None
+    return _after_hop(conn, now, catalog, hop, hopped)
+
+
+def _counted(hop: _Hop, hopped: tis.Hopped) -> dict[str, tis.Counted]:
+    return {hop.plan.task_id: hopped.counted} if hop.plan.task_id and hopped.counted else {}
+
+
+def _after_hop(
+    conn: Connection, now: datetime, catalog: Catalog, hop: _Hop, hopped: tis.Hopped
+) -> Completion:
+    """What follows the hop statement: nothing to write unless its count-down left a
+    task to judge (rows from before migration 0004) or it counted the run's last task."""
+    run, dag = hop.run, hop.dag
     done = Completion(ended=1)
-    counted = {hop.plan.task_id: hopped.counted} if hop.plan.task_id and hopped.counted else {}
-    promotion = promoted_by_hop(conn, now, dag, run.pk, hop.task_id, counted)
+    promotion = promoted_by_hop(conn, now, dag, run.pk, hop.task_id, _counted(hop, hopped))
     done.queued += promotion.queued
     done.started += promotion.started
     if promotion.finished:
@@ -260,8 +275,12 @@ def report(
     *,
     max_result_bytes: int,
     lease: timedelta,
+    committed: HopCommitted | None = None,
 ) -> ReportsApplied:
     """Apply the outcomes of several reports, then make each report's claim.
+
+    With `committed`, the one report's hop statement already committed by
+    itself (`report_alone`): this transaction does the rest of it.
 
     Claims come after every outcome is applied, so they can take the
     downstream tasks those outcomes queued. Acks are one per outcome, in order.
@@ -274,10 +293,12 @@ def report(
     """
     done = ReportsApplied()
     outcomes = [o for r in reports for o in r.outcomes]
-    hand_off = None
-    if len(reports) == 1 and len(outcomes) == 1 and (claim := reports[0].claim) and reports[0].only_if_queued:
-        hand_off = HandOff(claim.worker_id, claim.queues, now + lease)
-    if outcomes:
+    hand_off = _hand_off(reports, now, lease)
+    if committed is not None:
+        [o] = outcomes
+        done.applied = _after_hop(conn, now, catalog, committed.hop, committed.hopped)
+        done.applied.acks.append(OutcomeAck(o.task_instance_id, o.attempt, AckStatus.ACCEPTED))
+    elif outcomes:
         done.applied = complete(
             conn, now, catalog, outcomes, max_result_bytes=max_result_bytes, hand_off=hand_off
         )
@@ -309,15 +330,99 @@ def report(
     return done
 
 
+def _hand_off(reports: Sequence[Report], now: datetime, lease: timedelta) -> HandOff | None:
+    """A lone report of one outcome, claiming from queues known empty, is handed the
+    downstream task its outcome makes ready (see `report`)."""
+    if len(reports) != 1 or len(reports[0].outcomes) != 1:
+        return None
+    claim = reports[0].claim
+    if claim is None or not reports[0].only_if_queued:
+        return None
+    return HandOff(claim.worker_id, claim.queues, now + lease)
+
+
+def may_report_alone(catalog: Catalog, r: Report) -> bool:
+    """Whether `report_alone` is worth a try, judged from memory: one plain success
+    with no log tail, of a task this server handed out that links a chain (one
+    downstream task, which the success runs). A leaf's report is left to one
+    transaction: it may end its run (every report of a one-task run does), which
+    alone would take a second."""
+    if len(r.outcomes) != 1:
+        return False
+    o = r.outcomes[0]
+    if o.outcome is not Outcome.SUCCESS or o.log_tail:
+        return False
+    known = catalog.known_task(o.task_instance_id)
+    return known is not None and chain_link(*known)
+
+
+@dataclass(frozen=True, slots=True)
+class HopCommitted:
+    """A lone report's hop statement, committed by itself, and what it did."""
+
+    hop: _Hop
+    hopped: tis.Hopped
+
+
+def report_alone(
+    conn: Connection,
+    now: datetime,
+    catalog: Catalog,
+    r: Report,
+    *,
+    max_result_bytes: int,
+    lease: timedelta,
+) -> ReportsApplied | HopCommitted | None:
+    """A lone report of one success, whose hop is one statement (see `_plan_hop`),
+    run on a connection in autocommit (Postgres): the statement commits by itself,
+    with no BEGIN and no COMMIT round trip.
+
+    None, with nothing written, when the report needs a transaction: not one plain
+    success, a log tail to store with it, not a hop, or an attempt no longer
+    running (a stale or repeated report, which the general path tells apart).
+    HopCommitted when the statement left writes to do: it counted the run's last
+    task (the run ends) or left a downstream task to judge (rows from before
+    migration 0004). The caller does them in a transaction, `report(...,
+    committed=...)`; should the server die first, the expiry sweep ends the run
+    (`finish_runs_at_zero`). Otherwise the report is done here: what follows the
+    statement is reads, and the report's claim if it still makes one, itself one
+    statement.
+    """
+    if len(r.outcomes) != 1:
+        return None
+    o = r.outcomes[0]
+    if (
+        o.log_tail
+        or o.outcome is not Outcome.SUCCESS
+        or _check_result(o.result_json, max_result_bytes) is not None
+    ):
+        return None
+    hop = _plan_hop(conn, now, catalog, o.task_instance_id, _hand_off([r], now, lease))
+    if hop is None:
+        return None
+    hopped = tis.hop(conn, now, _success(o), hop.run.pk, hop.task_id, hop.plan)
+    if hopped is None:
+        return None
+    committed = HopCommitted(hop, hopped)
+    run_ends = hopped.run_left <= 0 and hopped.run_state is RunState.RUNNING
+    if run_ends or not settled_by_hop(hop.dag, hop.task_id, _counted(hop, hopped)):
+        return committed
+    return report(
+        conn, now, catalog, [r], max_result_bytes=max_result_bytes, lease=lease, committed=committed
+    )
+
+
+def _success(o: TaskOutcome) -> tis.AttemptEnd:
+    text = o.result_json.decode() if o.result_json else "null"
+    return tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SUCCESS, result=text)
+
+
 def _end(
     now: datetime, o: TaskOutcome, c: tis.Current, task: TaskSpec, max_result_bytes: int
 ) -> tis.AttemptEnd:
     if o.outcome is Outcome.SUCCESS:
         problem = _check_result(o.result_json, max_result_bytes)
-        if problem is None:
-            text = o.result_json.decode() if o.result_json else "null"
-            return tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SUCCESS, result=text)
-        return failure(now, c, task, problem)
+        return _success(o) if problem is None else failure(now, c, task, problem)
     if o.outcome is Outcome.SKIPPED:
         return tis.AttemptEnd(o.task_instance_id, o.attempt, TaskState.SKIPPED)
     error = o.error or TaskError(type="Failed", message="the worker reported a failure without details")
@@ -527,12 +632,40 @@ def sweep(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500
     an idle server costs the database a transaction per sweep interval.
     """
     done = expire_leases(conn, now, catalog, limit=limit)
-    timed_out = time_out_waiting(conn, now, catalog, limit=limit)
-    done.queued += timed_out.queued
-    done.retries += timed_out.retries
-    done.finished_runs += timed_out.finished_runs
-    done.ended += timed_out.ended
-    done.lapsed_workers |= timed_out.lapsed_workers
+    for more in (
+        time_out_waiting(conn, now, catalog, limit=limit),
+        finish_runs_at_zero(conn, now, catalog, limit=limit),
+    ):
+        done.queued += more.queued
+        done.retries += more.retries
+        done.finished_runs += more.finished_runs
+        done.ended += more.ended
+        done.lapsed_workers |= more.lapsed_workers
+    return done
+
+
+def finish_runs_at_zero(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
+    """End running runs with no unfinished task left: a run's last hop committed by
+    itself (`report_alone`) and the server died before the transaction that ends
+    the run. Runs are ended as that transaction would have ended them."""
+    done = Completion()
+    pks = dag_runs.at_zero(conn, limit)
+    if not pks:
+        return done
+    runs_of = catalog.runs(conn, pks)
+    ended: list[tuple[str, str, RunState]] = []
+    for pk in sorted(pks):
+        run = runs_of[pk]
+        # Counting nothing off locks the run and reads it again.
+        ending = count_down_run(conn, now, catalog.dag(conn, run.version_id), pk, 0)
+        if ending is not None:
+            log.warning(
+                "ended run %s (%s): its last task finished before the server stopped",
+                run.run_id,
+                ending.value,
+            )
+            ended.append((run.run_id, run.dag_id, ending))
+    _runs_ended(conn, now, catalog, ended, done)
     return done
 
 

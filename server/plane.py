@@ -428,14 +428,37 @@ class ControlPlane:
         return await self._delivered(work(), lambda done: done.tasks)
 
     async def _apply_reports(self, reports: list[completion.Report]) -> list[Reported | Exception]:
-        done = await self.db.write(
-            completion.report,
-            self.clock.now(),
-            self.catalog,
-            reports,
-            max_result_bytes=self.settings.max_result_bytes,
-            lease=self.lease,
-        )
+        now, limit = self.clock.now(), self.settings.max_result_bytes
+        done: completion.ReportsApplied | None = None
+        committed: completion.HopCommitted | None = None
+        if (
+            len(reports) == 1
+            and not self.db.is_sqlite
+            and completion.may_report_alone(self.catalog, reports[0])
+        ):
+            # A chain's hop: one statement that commits by itself, when it can be.
+            alone = await self.db.single(
+                completion.report_alone,
+                now,
+                self.catalog,
+                reports[0],
+                max_result_bytes=limit,
+                lease=self.lease,
+            )
+            if isinstance(alone, completion.HopCommitted):
+                committed = alone
+            else:
+                done = alone
+        if done is None:
+            done = await self.db.write(
+                completion.report,
+                now,
+                self.catalog,
+                reports,
+                max_result_bytes=limit,
+                lease=self.lease,
+                committed=committed,
+            )
         applied = done.applied
         self._after_commit(applied.queued, applied.retries, applied.finished_runs)
         out: list[Reported | Exception] = []

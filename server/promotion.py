@@ -168,20 +168,11 @@ def _promote_from(
         frontier = _after_count(conn, now, dag, run_pk, frontier, counted, result)
 
 
-def _after_count(
-    conn: Connection,
-    now: datetime,
-    dag: CompiledDag,
-    run_pk: int,
-    frontier: Mapping[str, TaskState],
-    counted: Mapping[str, tis.Counted],
-    result: Promotion,
-) -> dict[str, TaskState]:
-    """Note what a count-down of `frontier`'s finishes queued or started, and judge
-    the tasks it may have decided. Returns the tasks judging finished (the next step)."""
-    result.queued.update(c.queue for c in counted.values() if c.queued)
-    result.started.extend(c.started for c in counted.values() if c.started is not None)
-    to_judge = [
+def _to_judge(
+    dag: CompiledDag, frontier: Mapping[str, TaskState], counted: Mapping[str, tis.Counted]
+) -> list[str]:
+    """The counted tasks a count-down of `frontier`'s finishes may have decided."""
+    return [
         d
         for d, (state, pending, *_) in counted.items()
         if state is TaskState.NONE
@@ -195,6 +186,28 @@ def _after_count(
             )
         )
     ]
+
+
+def settled_by_hop(dag: CompiledDag, task_id: str, counted: Mapping[str, tis.Counted]) -> bool:
+    """Whether the hop statement's count-down (`counted`) of `task_id`'s success left
+    nothing to judge: `promoted_by_hop` then writes nothing."""
+    return not _to_judge(dag, {task_id: TaskState.SUCCESS}, counted)
+
+
+def _after_count(
+    conn: Connection,
+    now: datetime,
+    dag: CompiledDag,
+    run_pk: int,
+    frontier: Mapping[str, TaskState],
+    counted: Mapping[str, tis.Counted],
+    result: Promotion,
+) -> dict[str, TaskState]:
+    """Note what a count-down of `frontier`'s finishes queued or started, and judge
+    the tasks it may have decided. Returns the tasks judging finished (the next step)."""
+    result.queued.update(c.queue for c in counted.values() if c.queued)
+    result.started.extend(c.started for c in counted.values() if c.started is not None)
+    to_judge = _to_judge(dag, frontier, counted)
     if not to_judge:
         return {}
     known = result.final  # final states written in this transaction need no read
@@ -221,6 +234,13 @@ def _after_count(
     return finished
 
 
+def chain_link(dag: CompiledDag, task_id: str) -> bool:
+    """`task_id` has one downstream task, which its success runs when it is the last
+    of that task's upstream tasks to finish (a chain's link)."""
+    downstream = set(dag.downstream[task_id])
+    return len(downstream) == 1 and dag.tasks[next(iter(downstream))].trigger_rule in RUN_ON_LAST_SUCCESS
+
+
 def hop_plan(now: datetime, dag: CompiledDag, task_id: str, hand_off: HandOff | None) -> tis.HopPlan | None:
     """What a success of `task_id` does, if one count-down does all of it (see
     tis.hop): it has at most one downstream task, whose rule runs it when its last
@@ -229,12 +249,10 @@ def hop_plan(now: datetime, dag: CompiledDag, task_id: str, hand_off: HandOff | 
     downstream = set(dag.downstream[task_id])
     if not downstream:
         return tis.HopPlan()
-    if len(downstream) > 1:
+    if not chain_link(dag, task_id):
         return None
     [ready] = downstream
     task = dag.tasks[ready]
-    if task.trigger_rule not in RUN_ON_LAST_SUCCESS:
-        return None
     if hand_off is not None and task.queue in hand_off.queues:
         return tis.HopPlan(ready, start=tis.StartOn(ready, hand_off.worker_id, hand_off.lease_until))
     return tis.HopPlan(ready, deadline=tis.start_deadline(now, task))

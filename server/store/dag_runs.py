@@ -172,6 +172,18 @@ def count_down(conn: Connection, pk: int, finished: int) -> tuple[int, RunState]
     return row.unfinished, RunState(row.state)
 
 
+_AT_ZERO = (
+    select(dag_runs.c.id)
+    .where(dag_runs.c.state == RunState.RUNNING, dag_runs.c.unfinished <= 0)
+    .limit(bindparam("b_limit"))
+)
+
+
+def at_zero(conn: Connection, limit: int) -> list[int]:
+    """Running runs with no unfinished task left (by the (state, queued_at) index)."""
+    return list(conn.execute(_AT_ZERO, {"b_limit": limit}).scalars())
+
+
 _FINISH = (
     update(dag_runs)
     .where(dag_runs.c.id == bindparam("b_pk"), dag_runs.c.state.in_(bindparam("b_from", expanding=True)))

@@ -60,12 +60,28 @@ class Plane:
             max_result_bytes=max_result_bytes,
         )
 
-    def report(self, *reports: completion.Report) -> completion.ReportsApplied:
+    def report(
+        self, *reports: completion.Report, committed: completion.HopCommitted | None = None
+    ) -> completion.ReportsApplied:
         return self.db.write_sync(
             completion.report,
             self.clock.now(),
             self.catalog,
             list(reports),
+            max_result_bytes=1 << 20,
+            lease=LEASE,
+            committed=committed,
+        )
+
+    def report_alone(
+        self, report: completion.Report
+    ) -> completion.ReportsApplied | completion.HopCommitted | None:
+        """As the server tries a lone report first: without a transaction (autocommit)."""
+        return self.db.single_sync(
+            completion.report_alone,
+            self.clock.now(),
+            self.catalog,
+            report,
             max_result_bytes=1 << 20,
             lease=LEASE,
         )

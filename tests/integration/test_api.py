@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import event
 
 from tests.helpers import ServerThread, chain, dag_spec, py, running_server, settings_for
 from weir import Client
@@ -310,6 +311,33 @@ def test_a_bad_report_ends_the_stream_with_the_status_naming_the_field(
         ReportStream(worker).report(t)  # no worker_id
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "worker_id" in raised.value.details()
+
+
+def test_a_chain_hop_commits_by_itself_and_the_last_task_ends_the_run(
+    client: Client, server: ServerThread, worker: wgrpc.WorkerServiceStub
+) -> None:
+    if server.server.db.is_sqlite:
+        pytest.skip("the hop statement is Postgres's")
+    client.register_dags([chain("c", 3)])
+    run = client.trigger("c")
+    [t0] = poll(worker, slots=2)  # fewer than asked: the queue is known empty
+    ran: list[tuple[str, bool]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        ran.append((statement.split(None, 2)[1], not conn.connection.dbapi_connection.autocommit))
+
+    event.listen(server.server.db.engine, "before_cursor_execute", note)
+    stream = ReportStream(worker)
+    [t1] = stream.report(t0, claim=1, worker_id="w1").tasks
+    # One statement, outside a transaction: no BEGIN or COMMIT round trip.
+    assert ran == [("ended", False)]
+    [t2] = stream.report(t1, claim=1, worker_id="w1").tasks
+    ran.clear()
+    # The last task's report ends the run: one transaction does all of it.
+    assert stream.report(t2, claim=1, worker_id="w1").tasks == []
+    assert ran and all(in_transaction for _, in_transaction in ran)
+    stream.close()
+    assert client.wait(run.run_id, timeout=10).state is RunState.SUCCESS
 
 
 def test_stopping_the_server_ends_idle_report_streams_at_once(db_url: str, tmp_path: Path) -> None:

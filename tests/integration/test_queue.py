@@ -14,9 +14,9 @@ from tests.helpers import chain, dag_spec, fan_in, py, wide
 from tests.integration.store_fixtures import Plane, complete_from_replicas, failed, ok
 from weir.errors import AlreadyExists, InvalidArgument, NotFound
 from weir.models import AckStatus, Outcome, TaskOutcome
-from weir.server import queries
+from weir.server import completion, queries
 from weir.server.claims import ClaimRequest
-from weir.server.completion import Report
+from weir.server.completion import HopCommitted, Report, ReportsApplied
 from weir.server.store.db import Database
 from weir.server.store.schema import task_attempts, task_instances
 from weir.states import RunState, TaskState, TriggerRule
@@ -433,6 +433,71 @@ def test_a_hop_on_postgres_is_one_statement(plane: Plane) -> None:
     assert plane.complete(ok(t2)).finished_runs == [(run.run_id, RunState.SUCCESS)]
     assert attempts(plane) == 3
     assert _row(plane, "t2").state == TaskState.SUCCESS
+
+
+def _in_transaction(plane: Plane) -> list[bool]:
+    """For each statement the plane's engine runs from now on: whether it ran inside
+    a transaction (psycopg not in autocommit: BEGIN before, COMMIT after)."""
+    seen: list[bool] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append(not conn.connection.dbapi_connection.autocommit)
+
+    event.listen(plane.db.engine, "before_cursor_execute", note)
+    return seen
+
+
+def test_a_lone_hop_commits_by_itself_on_postgres(plane: Plane) -> None:
+    if plane.db.is_sqlite:
+        pytest.skip("the hop statement is Postgres's")
+    plane.register(chain("c", 3))
+    run = plane.trigger("c").run
+    [t0] = plane.claim(1)
+    seen, in_transaction = _statements(plane), _in_transaction(plane)
+    # Refused without a write: a log tail to store, a failure.
+    with_log = TaskOutcome(t0.task_instance_id, t0.attempt, Outcome.SUCCESS, log_tail=b"done\n")
+    assert plane.report_alone(Report([with_log])) is None
+    assert plane.report_alone(Report([failed(t0)])) is None
+    assert seen == [] and _row(plane, "t0").state == TaskState.RUNNING
+    seen.clear()
+    # The hop: one statement, no BEGIN, no COMMIT; t1 is handed to the reporting worker.
+    done = plane.report_alone(Report([ok(t0)], ClaimRequest("w1", ["default"], 1), only_if_queued=True))
+    assert isinstance(done, ReportsApplied)
+    assert [a.status for a in done.applied.acks] == [AckStatus.ACCEPTED]
+    [t1] = done.claimed[0]
+    assert t1.task_id == "t1" and len(seen) == 1 and in_transaction[-1:] == [False]
+    assert states(plane, run.run_id) == {
+        "t0": TaskState.SUCCESS,
+        "t1": TaskState.RUNNING,
+        "t2": TaskState.NONE,
+    }
+    assert attempts(plane) == 1
+    # A repeated report writes nothing and is left to the general path, which tells it apart.
+    seen.clear()
+    assert plane.report_alone(Report([ok(t0)])) is None
+    assert plane.acks(ok(t0))[0].status is AckStatus.DUPLICATE
+    assert attempts(plane) == 1
+
+
+def test_a_run_a_lone_hop_counted_to_zero_is_ended_after_it_or_by_the_sweep(plane: Plane) -> None:
+    if plane.db.is_sqlite:
+        pytest.skip("the hop statement is Postgres's")
+    plane.register(dag_spec("one", py("a"), max_active_runs=5))
+    first, second = plane.trigger("one").run, plane.trigger("one").run
+    a1, a2 = plane.claim(2)
+    # The statement counted the run's last task: the run's end is left to a transaction.
+    committed = plane.report_alone(Report([ok(a1)]))
+    assert isinstance(committed, HopCommitted)
+    after = plane.report(Report([ok(a1)]), committed=committed)
+    assert after.applied.finished_runs == [(first.run_id, RunState.SUCCESS)]
+    assert [a.status for a in after.applied.acks] == [AckStatus.ACCEPTED]
+    # The server dies between the two: the expiry sweep ends the run as it would have.
+    assert isinstance(plane.report_alone(Report([ok(a2)])), HopCommitted)
+    assert run_state(plane, second.run_id) is RunState.RUNNING
+    swept = plane.db.write_sync(completion.sweep, plane.clock.now(), plane.catalog)
+    assert swept.finished_runs == [(second.run_id, RunState.SUCCESS)]
+    assert run_state(plane, second.run_id) is RunState.SUCCESS
+    assert plane.db.write_sync(completion.sweep, plane.clock.now(), plane.catalog).finished_runs == []
 
 
 def test_many_rows_take_as_many_statements_as_one_on_postgres(plane: Plane) -> None:
