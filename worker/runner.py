@@ -226,7 +226,10 @@ class RunnerPool:
     def __init__(self, size: int, dags_folder: Path) -> None:
         self.size = size
         self.dags_folder = dags_folder
-        self._idle: asyncio.Queue[Runner] = asyncio.Queue()
+        # Last in, first out: the runner that just finished takes the next task, its
+        # process still warm (on a chain, the same runner runs every task; first in,
+        # first out woke each of them in turn, for 0.1-0.3 ms more per hop in W1).
+        self._idle: asyncio.Queue[Runner] = asyncio.LifoQueue()
         self._all: set[Runner] = set()
         self._next_index = 0
         self.ready_info: dict[str, Any] = {}
@@ -261,7 +264,8 @@ class RunnerPool:
         return self._idle.qsize()
 
     def reserve(self) -> list[Runner]:
-        """Take every idle runner, for a claim; give back what it does not use."""
+        """Take every idle runner, for a claim, the most recently used first; give
+        back what it does not use."""
         return [self._idle.get_nowait() for _ in range(self._idle.qsize())]
 
     def take(self) -> Runner | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from weir.worker.runner import Runner, RunnerPool
 from weir.worker.worker import PREFETCH_PER_SLOT, Worker, WorkerOptions
 
 
@@ -37,3 +38,20 @@ def test_longer_tasks_are_claimed_ahead_only_as_many_as_the_runners_finish_soon(
 def test_nothing_is_claimed_ahead_for_long_tasks_or_when_switched_off(tmp_path: Path) -> None:
     assert targets(tmp_path, [0.06, 1.0]) == [0, 0]
     assert targets(tmp_path, [0.001], prefetch=0) == [0]
+
+
+def test_the_runner_that_finished_last_runs_the_next_task(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[int], list[int]]:
+        pool = RunnerPool(3, tmp_path)
+        for i in range(3):
+            pool.give_back(Runner(tmp_path, i))
+        first = pool.reserve()
+        # The claim got one task, for the first runner reserved; the others go back.
+        for r in reversed(first[1:]):
+            pool.give_back(r)
+        pool.give_back(first[0])  # its task finished
+        return [r.index for r in first], [r.index for r in pool.reserve()]
+
+    first, second = asyncio.run(scenario())
+    # A warm process rather than the one idle longest: a chain runs on one runner.
+    assert first == [2, 1, 0] and second == [2, 1, 0]
