@@ -626,9 +626,10 @@ def time_out_waiting(conn: Connection, now: datetime, catalog: Catalog, *, limit
 
 
 def sweep(conn: Connection, now: datetime, catalog: Catalog, *, limit: int = 500) -> Completion:
-    """Both expiry sweeps in one transaction: lapsed leases, then start timeouts.
+    """The expiry sweeps in one transaction: lapsed leases, start timeouts, then
+    runs left with nothing unfinished.
 
-    One pass is one transaction (two reads when there is nothing to end), so
+    One pass is one transaction (three reads when there is nothing to end), so
     an idle server costs the database a transaction per sweep interval.
     """
     done = expire_leases(conn, now, catalog, limit=limit)
@@ -659,8 +660,8 @@ def finish_runs_at_zero(conn: Connection, now: datetime, catalog: Catalog, *, li
         # Counting nothing off locks the run and reads it again.
         ending = count_down_run(conn, now, catalog.dag(conn, run.version_id), pk, 0)
         if ending is not None:
-            log.warning(
-                "ended run %s (%s): its last task finished before the server stopped",
+            log.info(
+                "ended run %s (%s) in the sweep: its last task's hop committed without the run's end",
                 run.run_id,
                 ending.value,
             )
