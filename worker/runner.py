@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,11 +239,48 @@ class RunnerPool:
         self._replacing: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
+        """Start one runner and return once it is ready; the others start then, in
+        the background, and join the pool as they come up. On two cores, eight
+        Python processes importing the DAG folder together all finish late (a few
+        tenths of a second); one alone is ready in about a tenth, so the first task
+        need not wait for the rest. A runner that fails to start is retried in the
+        background; raises only if none starts."""
         runners = [self._new() for _ in range(self.size)]
-        infos = await asyncio.gather(*(r.start() for r in runners))
-        self.ready_info = infos[0] if infos else {}
-        for r in runners:
-            self.give_back(r)
+        failed: list[BaseException] = []
+        for i, runner in enumerate(runners):
+            try:
+                self.ready_info = await runner.start()
+            except Exception as exc:
+                failed.append(exc)
+                await self._drop(runner)
+                continue
+            self.give_back(runner)
+            for rest in runners[i + 1 :]:
+                self._background(self._join(asyncio.ensure_future(rest.start()), rest))
+            for _ in failed:
+                self._background(self._replace())
+            return
+        raise failed[0]
+
+    async def _join(self, starting: asyncio.Future[dict[str, Any]], runner: Runner) -> None:
+        """A runner still starting after the pool started: idle once ready, else replaced."""
+        try:
+            await starting
+        except Exception as exc:
+            log.error("could not start a task runner: %s (retrying)", exc)
+            await self._drop(runner)
+            await self._replace()
+        else:
+            self.give_back(runner)
+
+    async def _drop(self, runner: Runner) -> None:
+        await runner.stop()
+        self._all.discard(runner)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
 
     def _new(self) -> Runner:
         runner = Runner(self.dags_folder, self._next_index)
@@ -277,9 +314,8 @@ class RunnerPool:
         if runner.alive:
             self.give_back(runner)
         else:
-            await runner.stop()
-            self._all.discard(runner)
-            self._replacing.add(asyncio.ensure_future(self._replace()))
+            await self._drop(runner)
+            self._background(self._replace())
 
     def give_back(self, runner: Runner) -> None:
         self._idle.put_nowait(runner)
@@ -317,7 +353,7 @@ class RunnerPool:
         return True
 
     async def close(self) -> None:
-        for pending in self._replacing:
+        for pending in list(self._replacing):
             pending.cancel()
         await asyncio.gather(*(r.stop() for r in list(self._all)), return_exceptions=True)
         self._all.clear()

@@ -1,0 +1,61 @@
+"""The runner pool's start-up, with real runner processes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from weir.worker.runner import RunnerPool
+
+# The first runner to import this folder goes on at once; the others wait until
+# the test lets them (a file appears), as slow starts on a loaded machine would.
+SLOW_BUT_ONE = """
+import os, time
+from pathlib import Path
+
+here = Path(__file__).parent
+try:
+    os.close(os.open(here / "first", os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    while not (here / "go").exists():
+        time.sleep(0.01)
+"""
+
+
+def test_the_pool_is_ready_with_its_first_runner_and_the_rest_join_later(tmp_path: Path) -> None:
+    (tmp_path / "slow_but_one.py").write_text(SLOW_BUT_ONE)
+
+    async def scenario() -> tuple[int, int]:
+        pool = RunnerPool(3, tmp_path)
+        all_idle = asyncio.Event()
+        pool.on_free = lambda: pool.free == 3 and all_idle.set()
+        try:
+            await asyncio.wait_for(pool.start(), 20)
+            ready_at_start = pool.free
+            (tmp_path / "go").touch()
+            await asyncio.wait_for(all_idle.wait(), 60)
+            return ready_at_start, pool.free
+        finally:
+            await pool.close()
+
+    at_start, later = asyncio.run(scenario())
+    assert (at_start, later) == (1, 3)
+
+
+def test_a_pool_whose_runners_cannot_start_fails_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No Python to run: every runner fails to start, so the worker must not start either.
+    monkeypatch.setattr("weir.worker.runner.sys.executable", str(tmp_path / "no-such-python"))
+
+    async def scenario() -> None:
+        pool = RunnerPool(2, tmp_path)
+        try:
+            await pool.start()
+        finally:
+            await pool.close()
+
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(scenario())
