@@ -237,6 +237,7 @@ class RunnerPool:
         #: Called whenever a runner becomes idle.
         self.on_free: Callable[[], None] | None = None
         self._replacing: set[asyncio.Future[None]] = set()
+        self._starting = 0
 
     async def start(self) -> None:
         """Start one runner and return once it is ready; the others start then, in
@@ -256,11 +257,16 @@ class RunnerPool:
                 continue
             self.give_back(runner)
             for rest in runners[i + 1 :]:
-                self._background(self._join(asyncio.ensure_future(rest.start()), rest))
+                self._background(self._join(asyncio.ensure_future(rest.start()), rest), starts=True)
             for _ in failed:
-                self._background(self._replace())
+                self._background(self._replace(), starts=True)
             return
         raise failed[0]
+
+    @property
+    def starting(self) -> int:
+        """Runners starting (or being replaced) that will join the pool."""
+        return self._starting
 
     async def _join(self, starting: asyncio.Future[dict[str, Any]], runner: Runner) -> None:
         """A runner still starting after the pool started: idle once ready, else replaced."""
@@ -277,10 +283,16 @@ class RunnerPool:
         await runner.stop()
         self._all.discard(runner)
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _background(self, work: Coroutine[Any, Any, None], *, starts: bool) -> None:
         task = asyncio.ensure_future(work)
         self._replacing.add(task)
         task.add_done_callback(self._replacing.discard)
+        if starts:
+            self._starting += 1
+            task.add_done_callback(self._started)
+
+    def _started(self, _: asyncio.Future[None]) -> None:
+        self._starting -= 1
 
     def _new(self) -> Runner:
         runner = Runner(self.dags_folder, self._next_index)
@@ -315,7 +327,7 @@ class RunnerPool:
             self.give_back(runner)
         else:
             await self._drop(runner)
-            self._background(self._replace())
+            self._background(self._replace(), starts=True)
 
     def give_back(self, runner: Runner) -> None:
         self._idle.put_nowait(runner)

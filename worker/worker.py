@@ -273,7 +273,11 @@ class Worker:
                     queues=self.options.queues, free_slots=asked, wait=self.options.poll_wait
                 )
                 failed = False
-                self._drained = len(assignments) < asked
+                # Fewer than asked: the queues are drained. While runners are still
+                # starting, a claim is capped by the runners up, not by the queues:
+                # count them as drained too, so reports claim for idle runners (at
+                # worst a claim that finds nothing, in the report's transaction).
+                self._drained = len(assignments) < asked or self.pool.starting > 0
             except Unavailable as exc:
                 log.warning("poll failed: %s", exc)
             except WeirError as exc:
