@@ -125,8 +125,12 @@ class Cluster:
         return started
 
     def wait_workers(self, workers: Sequence[Proc], timeout: float = 180) -> None:
+        """Until each worker claims work and all its runners are up (a worker claims
+        once its first runner is ready; the others starting would load the machine
+        during the first measurement)."""
         for proc in workers:
             proc.wait_for(rf"worker {re.escape(proc.name)}: \d+ slots", timeout=timeout)
+            proc.wait_for(r"task runners: all \d+ up", timeout=timeout)
 
     def stop(self) -> None:
         if self._client is not None:

@@ -260,6 +260,8 @@ class RunnerPool:
                 self._background(self._join(asyncio.ensure_future(rest.start()), rest), starts=True)
             for _ in failed:
                 self._background(self._replace(), starts=True)
+            if not self._starting:
+                log.info("task runners: all %d up", len(self._all))
             return
         raise failed[0]
 
@@ -293,6 +295,8 @@ class RunnerPool:
 
     def _started(self, _: asyncio.Future[None]) -> None:
         self._starting -= 1
+        if not self._starting:
+            log.info("task runners: all %d up", len(self._all))
 
     def _new(self) -> Runner:
         runner = Runner(self.dags_folder, self._next_index)

@@ -24,7 +24,9 @@ except FileExistsError:
 """
 
 
-def test_the_pool_is_ready_with_its_first_runner_and_the_rest_join_later(tmp_path: Path) -> None:
+def test_the_pool_is_ready_with_its_first_runner_and_the_rest_join_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "slow_but_one.py").write_text(SLOW_BUT_ONE)
 
     async def scenario() -> tuple[tuple[int, int], tuple[int, int]]:
@@ -41,8 +43,25 @@ def test_the_pool_is_ready_with_its_first_runner_and_the_rest_join_later(tmp_pat
         finally:
             await pool.close()
 
+    caplog.set_level("INFO", logger="weir.worker")
     # (idle, starting): one ready and two on the way, then all three idle.
     assert asyncio.run(scenario()) == ((1, 2), (3, 0))
+    # The benchmark waits for this line before it measures.
+    assert [r.message for r in caplog.records if "task runners" in r.message] == ["task runners: all 3 up"]
+
+
+def test_a_pool_of_one_is_all_up_when_it_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> int:
+        pool = RunnerPool(1, tmp_path)
+        try:
+            await pool.start()
+            return pool.free
+        finally:
+            await pool.close()
+
+    caplog.set_level("INFO", logger="weir.worker")
+    assert asyncio.run(scenario()) == 1
+    assert "task runners: all 1 up" in caplog.messages
 
 
 def test_a_pool_whose_runners_cannot_start_fails_to_start(
