@@ -179,9 +179,9 @@ def _complete_one(
     """A report of one success (a chain's hop): its attempt is ended and recorded
     without being read first, the guarded UPDATE standing in for the read. None
     when it needs the general path: not a plain success, or not running."""
-    if o.outcome is not Outcome.SUCCESS or _check_result(o.result_json, max_result_bytes) is not None:
+    end = _plain_success(o, max_result_bytes)
+    if end is None:
         return None
-    end = _success(o)
     hop = _plan_hop(conn, now, catalog, end.id, hand_off)
     done = _hop(conn, now, catalog, end, hop) if hop else _end_one(conn, now, catalog, end, hand_off)
     if done is None:
@@ -347,12 +347,8 @@ def may_report_alone(catalog: Catalog, r: Report) -> bool:
     downstream task, which the success runs). A leaf's report is left to one
     transaction: it may end its run (every report of a one-task run does), which
     alone would take a second."""
-    if len(r.outcomes) != 1:
-        return False
-    o = r.outcomes[0]
-    if o.outcome is not Outcome.SUCCESS or o.log_tail:
-        return False
-    known = catalog.known_task(o.task_instance_id)
+    o = _lone_success(r)
+    known = None if o is None else catalog.known_task(o.task_instance_id)
     return known is not None and chain_link(*known)
 
 
@@ -388,19 +384,14 @@ def report_alone(
     statement is reads, and the report's claim if it still makes one, itself one
     statement.
     """
-    if len(r.outcomes) != 1:
+    o = _lone_success(r)
+    end = None if o is None else _plain_success(o, max_result_bytes)
+    if end is None:
         return None
-    o = r.outcomes[0]
-    if (
-        o.log_tail
-        or o.outcome is not Outcome.SUCCESS
-        or _check_result(o.result_json, max_result_bytes) is not None
-    ):
-        return None
-    hop = _plan_hop(conn, now, catalog, o.task_instance_id, _hand_off([r], now, lease))
+    hop = _plan_hop(conn, now, catalog, end.id, _hand_off([r], now, lease))
     if hop is None:
         return None
-    hopped = tis.hop(conn, now, _success(o), hop.run.pk, hop.task_id, hop.plan)
+    hopped = tis.hop(conn, now, end, hop.run.pk, hop.task_id, hop.plan)
     if hopped is None:
         return None
     committed = HopCommitted(hop, hopped)
@@ -410,6 +401,21 @@ def report_alone(
     return report(
         conn, now, catalog, [r], max_result_bytes=max_result_bytes, lease=lease, committed=committed
     )
+
+
+def _lone_success(r: Report) -> TaskOutcome | None:
+    """The report's one outcome, if it is a success with no log tail to store."""
+    if len(r.outcomes) != 1:
+        return None
+    o = r.outcomes[0]
+    return o if o.outcome is Outcome.SUCCESS and not o.log_tail else None
+
+
+def _plain_success(o: TaskOutcome, max_result_bytes: int) -> tis.AttemptEnd | None:
+    """The end of a successful attempt whose result is valid; None otherwise."""
+    if o.outcome is not Outcome.SUCCESS or _check_result(o.result_json, max_result_bytes) is not None:
+        return None
+    return _success(o)
 
 
 def _success(o: TaskOutcome) -> tis.AttemptEnd:

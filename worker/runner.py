@@ -257,9 +257,9 @@ class RunnerPool:
                 continue
             self.give_back(runner)
             for rest in runners[i + 1 :]:
-                self._background(self._join(asyncio.ensure_future(rest.start()), rest), starts=True)
+                self._background(self._join(rest))
             for _ in failed:
-                self._background(self._replace(), starts=True)
+                self._background(self._replace())
             if not self._starting:
                 log.info("task runners: all %d up", len(self._all))
             return
@@ -270,10 +270,10 @@ class RunnerPool:
         """Runners starting (or being replaced) that will join the pool."""
         return self._starting
 
-    async def _join(self, starting: asyncio.Future[dict[str, Any]], runner: Runner) -> None:
-        """A runner still starting after the pool started: idle once ready, else replaced."""
+    async def _join(self, runner: Runner) -> None:
+        """Start a runner after the pool started: idle once ready, else replaced."""
         try:
-            await starting
+            await runner.start()
         except Exception as exc:
             log.error("could not start a task runner: %s (retrying)", exc)
             await self._drop(runner)
@@ -285,13 +285,13 @@ class RunnerPool:
         await runner.stop()
         self._all.discard(runner)
 
-    def _background(self, work: Coroutine[Any, Any, None], *, starts: bool) -> None:
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Start or replace a runner in the background (counted in `starting`)."""
         task = asyncio.ensure_future(work)
         self._replacing.add(task)
         task.add_done_callback(self._replacing.discard)
-        if starts:
-            self._starting += 1
-            task.add_done_callback(self._started)
+        self._starting += 1
+        task.add_done_callback(self._started)
 
     def _started(self, _: asyncio.Future[None]) -> None:
         self._starting -= 1
@@ -331,7 +331,7 @@ class RunnerPool:
             self.give_back(runner)
         else:
             await self._drop(runner)
-            self._background(self._replace(), starts=True)
+            self._background(self._replace())
 
     def give_back(self, runner: Runner) -> None:
         self._idle.put_nowait(runner)

@@ -395,13 +395,17 @@ def test_a_report_on_queues_known_empty_is_handed_the_task_its_outcome_readies(p
     assert _row(plane, "t2").state == TaskState.QUEUED
 
 
-def _statements(plane: Plane) -> list[str]:
+def _statements(plane: Plane, in_transaction: list[bool] | None = None) -> list[str]:
     """SQL statements the plane's engine runs from now on, once per parameter set
-    (an executemany runs its statement once per row); BEGIN and COMMIT are not statements."""
+    (an executemany runs its statement once per row); BEGIN and COMMIT are not statements.
+    With `in_transaction`, it also gets, per statement, whether it ran inside a
+    transaction (psycopg not in autocommit: BEGIN before, COMMIT after)."""
     seen: list[str] = []
 
     def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
         seen.extend([statement] * (len(parameters) if many else 1))
+        if in_transaction is not None:
+            in_transaction.append(not conn.connection.dbapi_connection.autocommit)
 
     event.listen(plane.db.engine, "before_cursor_execute", note)
     return seen
@@ -435,25 +439,14 @@ def test_a_hop_on_postgres_is_one_statement(plane: Plane) -> None:
     assert _row(plane, "t2").state == TaskState.SUCCESS
 
 
-def _in_transaction(plane: Plane) -> list[bool]:
-    """For each statement the plane's engine runs from now on: whether it ran inside
-    a transaction (psycopg not in autocommit: BEGIN before, COMMIT after)."""
-    seen: list[bool] = []
-
-    def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        seen.append(not conn.connection.dbapi_connection.autocommit)
-
-    event.listen(plane.db.engine, "before_cursor_execute", note)
-    return seen
-
-
 def test_a_lone_hop_commits_by_itself_on_postgres(plane: Plane) -> None:
     if plane.db.is_sqlite:
         pytest.skip("the hop statement is Postgres's")
     plane.register(chain("c", 3))
     run = plane.trigger("c").run
     [t0] = plane.claim(1)
-    seen, in_transaction = _statements(plane), _in_transaction(plane)
+    in_transaction: list[bool] = []
+    seen = _statements(plane, in_transaction)
     # Refused without a write: a log tail to store, a failure.
     with_log = TaskOutcome(t0.task_instance_id, t0.attempt, Outcome.SUCCESS, log_tail=b"done\n")
     assert plane.report_alone(Report([with_log])) is None
