@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def standalone_cmd(
     $WEIR_HOME (default ~/.weir) and is created or migrated on start.
     """
     base = settings(ctx)
-    local_bind = base.grpc_bind if "WEIR_GRPC_BIND" in __import__("os").environ else "127.0.0.1"
+    local_bind = base.grpc_bind if "WEIR_GRPC_BIND" in os.environ else "127.0.0.1"
     s = _overrides(ctx, grpc_port=grpc_port, grpc_bind=local_bind)
     setup_logging(s.log_level)
     app, migrate = _server_modules()
