@@ -236,8 +236,8 @@ class RunnerPool:
         self._freed = asyncio.Event()
         #: Called whenever a runner becomes idle.
         self.on_free: Callable[[], None] | None = None
-        self._replacing: set[asyncio.Future[None]] = set()
-        self._starting = 0
+        #: Runners starting (or being replaced) in the background, to join the pool.
+        self._starting: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Start one runner and return once it is ready; the others start then, in
@@ -268,7 +268,7 @@ class RunnerPool:
     @property
     def starting(self) -> int:
         """Runners starting (or being replaced) that will join the pool."""
-        return self._starting
+        return len(self._starting)
 
     async def _join(self, runner: Runner) -> None:
         """Start a runner after the pool started: idle once ready, else replaced."""
@@ -288,13 +288,11 @@ class RunnerPool:
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         """Start or replace a runner in the background (counted in `starting`)."""
         task = asyncio.ensure_future(work)
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
-        self._starting += 1
+        self._starting.add(task)
         task.add_done_callback(self._started)
 
-    def _started(self, _: asyncio.Future[None]) -> None:
-        self._starting -= 1
+    def _started(self, task: asyncio.Future[None]) -> None:
+        self._starting.discard(task)
         if not self._starting:
             log.info("task runners: all %d up", len(self._all))
 
@@ -369,7 +367,7 @@ class RunnerPool:
         return True
 
     async def close(self) -> None:
-        for pending in list(self._replacing):
+        for pending in list(self._starting):
             pending.cancel()
         await asyncio.gather(*(r.stop() for r in list(self._all)), return_exceptions=True)
         self._all.clear()
